@@ -1,0 +1,1 @@
+"""Backends apply knob configurations of one tiering solution to a host and read them back."""
