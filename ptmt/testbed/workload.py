@@ -1,0 +1,262 @@
+"""In-guest tiering workload: a cold hog fills the fast node, a hot set starts on the slow node.
+
+Run inside the testbed guest (or on any tiered machine, as root)::
+
+    python -m ptmt.testbed.workload scenario --cold-mb 800 --hot-mb 250 --seconds 15 --json out.json
+
+It sets the tiering knobs (NUMA balancing mode 2, demotion on, short scan periods by default), starts a
+cold process that touches ``cold_mb`` and then sleeps, starts a hot process that keeps writing
+``hot_mb``, moves the hot process's pages to the slow node with ``migrate_pages(2)`` (its memory policy
+stays default, so the kernel is free to promote them back), samples ``/proc/vmstat`` while the hot
+process runs, restores the knobs and reports the counter deltas. Several runs with different settings
+can share one boot (``--runs FILE``): that is how the fidelity checks compare two settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import mmap
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+NB_DEBUGFS = "/sys/kernel/debug/sched/numa_balancing"
+#: Knob names understood by ``--set`` (absolute paths are accepted as well).
+KNOB_PATHS: dict[str, str] = {
+    "numa_balancing": "/proc/sys/kernel/numa_balancing",
+    "numa_balancing_promote_rate_limit_MBps": "/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps",
+    "demotion_enabled": "/sys/kernel/mm/numa/demotion_enabled",
+    "watermark_scale_factor": "/proc/sys/vm/watermark_scale_factor",
+    "zone_reclaim_mode": "/proc/sys/vm/zone_reclaim_mode",
+    "demote_scale_factor": "/proc/sys/vm/demote_scale_factor",
+    **{k: f"{NB_DEBUGFS}/{k}" for k in (
+        "scan_delay_ms", "scan_period_min_ms", "scan_period_max_ms", "scan_size_mb", "hot_threshold_ms")},
+}
+#: What the scenario sets unless told otherwise (see docs/testbed.md for why each one).
+DEFAULT_SETTINGS: dict[str, str] = {
+    "numa_balancing": "2",
+    "demotion_enabled": "1",
+    "scan_delay_ms": "100",
+    "scan_period_min_ms": "100",
+    "scan_period_max_ms": "1000",
+    "hot_threshold_ms": "5000",
+    "watermark_scale_factor": "200",
+}
+COUNTERS = (
+    "numa_pte_updates", "numa_hint_faults", "numa_hint_faults_local", "numa_pages_migrated",
+    "pgmigrate_success", "pgmigrate_fail", "pgpromote_success", "pgpromote_candidate",
+    "pgdemote_kswapd", "pgdemote_direct", "pgdemote_khugepaged",
+)
+PAGE = 4096
+SYS_MIGRATE_PAGES = 256  # x86-64
+
+
+def read_vmstat() -> dict[str, int]:
+    """The minimal reader: every ``/proc/vmstat`` counter."""
+    out = {}
+    with open("/proc/vmstat") as f:
+        for line in f:
+            k, _, v = line.partition(" ")
+            out[k] = int(v)
+    return out
+
+
+def _cat(path: str) -> str:
+    with open(path) as f:  # one read() of the whole file (a shell `read` gets only one byte of sysctls)
+        return f.read().strip()
+
+
+def _write(path: str, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_TRUNC)
+    try:
+        os.write(fd, value.encode() + b"\n")
+    finally:
+        os.close(fd)
+
+
+def knob_path(name: str) -> str:
+    if name.startswith("/"):
+        return name
+    if name not in KNOB_PATHS:
+        raise SystemExit(f"unknown knob {name!r}: use one of {', '.join(KNOB_PATHS)} or a path")
+    return KNOB_PATHS[name]
+
+
+def node_free_mb() -> dict[str, int]:
+    out = {}
+    base = Path("/sys/devices/system/node")
+    for n in sorted(base.glob("node[0-9]*")):
+        for line in (n / "meminfo").read_text().splitlines():
+            if "MemFree:" in line:
+                out[n.name] = int(line.split()[-2]) // 1024
+    return out
+
+
+def tiers() -> dict[str, str]:
+    base = Path("/sys/devices/virtual/memory_tiering")
+    return {t.name: (t / "nodelist").read_text().strip() for t in sorted(base.glob("memory_tier*"))}
+
+
+def pages_on_node(pid: int, node: int) -> int:
+    """Pages of ``pid`` on ``node`` according to /proc/PID/numa_maps (0 if the process is gone)."""
+    total, key = 0, f"N{node}="
+    try:
+        with open(f"/proc/{pid}/numa_maps") as f:
+            for line in f:
+                for field in line.split():
+                    if field.startswith(key):
+                        n = int(field[len(key):])
+                        total += n * 512 if "kernelpagesize_kB=2048" in line else n
+    except OSError:
+        return 0
+    return total
+
+
+def migrate_pages(pid: int, src: int, dst: int) -> int:
+    """Move ``pid``'s pages from node ``src`` to ``dst``; returns pages that could not be moved."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    old, new = ctypes.c_ulong(1 << src), ctypes.c_ulong(1 << dst)
+    r = libc.syscall(SYS_MIGRATE_PAGES, pid, 64, ctypes.byref(old), ctypes.byref(new))
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"migrate_pages: {os.strerror(e)}")
+    return r
+
+
+# ---------------------------------------------------------------------------------------------
+# worker processes
+# ---------------------------------------------------------------------------------------------
+def touch(mode: str, mb: int, seconds: float, ready: str | None) -> None:
+    """Allocate ``mb`` of anonymous memory, write every page, signal ready, then either keep writing
+    every page (hot) or sleep (cold) for ``seconds``."""
+    buf = mmap.mmap(-1, mb << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    npages = (mb << 20) // PAGE
+    buf[::PAGE] = b"\x01" * npages
+    if ready:
+        Path(ready).touch()
+    end, passes = time.monotonic() + seconds, 0
+    while time.monotonic() < end:
+        if mode == "hot":
+            buf[::PAGE] = bytes([passes & 0xFF]) * npages
+            passes += 1
+        else:
+            time.sleep(0.5)
+    print(json.dumps({"mode": mode, "mb": mb, "passes": passes}), flush=True)
+
+
+def _spawn(mode: str, mb: int, seconds: float, ready: Path) -> subprocess.Popen[bytes]:
+    ready.unlink(missing_ok=True)
+    p = subprocess.Popen([sys.executable, "-m", "ptmt.testbed.workload", "touch", mode, str(mb),
+                          str(seconds), str(ready)], stdout=subprocess.PIPE)
+    deadline = time.monotonic() + max(120.0, mb / 10)
+    while not ready.exists():
+        if p.poll() is not None or time.monotonic() > deadline:
+            p.kill()
+            raise RuntimeError(f"{mode} worker did not get ready (rc={p.poll()})")
+        time.sleep(0.2)
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# the scenario
+# ---------------------------------------------------------------------------------------------
+def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str],
+             interval: float = 1.0, name: str = "run") -> dict:
+    if not os.path.isdir(NB_DEBUGFS) and os.path.isdir("/sys/kernel/debug"):
+        subprocess.run(["mount", "-t", "debugfs", "none", "/sys/kernel/debug"], check=False)
+    applied, original = {}, {}
+    for k, v in settings.items():
+        p = knob_path(k)
+        original[p] = _cat(p)
+        _write(p, v)
+        applied[k] = _cat(p)
+    tmp = Path(os.environ.get("TMPDIR", "/tmp"))
+    result: dict = {"name": name, "settings": applied, "cold_mb": cold_mb, "hot_mb": hot_mb,
+                    "seconds": seconds, "tiers": tiers()}
+    cold = hot = None
+    try:
+        cold = _spawn("cold", cold_mb, seconds + 600, tmp / f"cold.{os.getpid()}.ready")
+        result["free_after_cold_mb"] = node_free_mb()
+        hot = _spawn("hot", hot_mb, seconds, tmp / f"hot.{os.getpid()}.ready")
+        t_mig = time.monotonic()
+        result["migrate_not_moved"] = migrate_pages(hot.pid, 0, 1)
+        result["migrate_seconds"] = round(time.monotonic() - t_mig, 2)
+        before = read_vmstat()
+        t0 = time.monotonic()
+        result["hot_on_slow_mb_start"] = pages_on_node(hot.pid, 1) * PAGE >> 20
+        samples = []
+        while hot.poll() is None:
+            time.sleep(interval)
+            v = read_vmstat()
+            samples.append({"t": round(time.monotonic() - t0, 2),
+                            "hot_on_slow_mb": pages_on_node(hot.pid, 1) * PAGE >> 20,
+                            **{c: v.get(c, 0) - before.get(c, 0) for c in COUNTERS}})
+        after = read_vmstat()
+        out, _ = hot.communicate()
+        result["hot_passes"] = json.loads(out.decode() or "{}").get("passes")
+        result["elapsed"] = round(time.monotonic() - t0, 2)
+        result["before"] = {c: before.get(c, 0) for c in COUNTERS}
+        result["after"] = {c: after.get(c, 0) for c in COUNTERS}
+        result["delta"] = {c: after.get(c, 0) - before.get(c, 0) for c in COUNTERS}
+        result["samples"] = samples
+        result["hot_on_slow_mb_end"] = samples[-1]["hot_on_slow_mb"] if samples else None
+        result["free_end_mb"] = node_free_mb()
+    finally:
+        for p in (hot, cold):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.wait()
+        for p, v in original.items():
+            try:
+                _write(p, v)
+            except OSError:
+                pass
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m ptmt.testbed.workload", description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    t = sub.add_parser("touch", help="one worker process (used by the scenario)")
+    t.add_argument("mode", choices=["hot", "cold"])
+    t.add_argument("mb", type=int)
+    t.add_argument("seconds", type=float)
+    t.add_argument("ready", nargs="?")
+    s = sub.add_parser("scenario", help="cold hog on the fast node, hot set on the slow node")
+    s.add_argument("--cold-mb", type=int, default=800)
+    s.add_argument("--hot-mb", type=int, default=250)
+    s.add_argument("--seconds", type=float, default=15)
+    s.add_argument("--interval", type=float, default=1.0)
+    s.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
+                   help="override a default setting (repeatable)")
+    s.add_argument("--runs", help="JSON list of {name, settings} run one after the other in this boot")
+    s.add_argument("--json", help="write the result(s) here (default: stdout)")
+    a = ap.parse_args(argv)
+    if a.cmd == "touch":
+        touch(a.mode, a.mb, a.seconds, a.ready)
+        return 0
+    base = dict(DEFAULT_SETTINGS)
+    for kv in a.set:
+        k, _, v = kv.partition("=")
+        base[k] = v
+    if a.runs:
+        runs = json.loads(Path(a.runs).read_text())
+        res: object = [scenario(a.cold_mb, a.hot_mb, a.seconds, {**base, **r.get("settings", {})},
+                                a.interval, r.get("name", f"run{i}")) for i, r in enumerate(runs)]
+    else:
+        res = scenario(a.cold_mb, a.hot_mb, a.seconds, base, a.interval)
+    text = json.dumps(res, indent=1)
+    if a.json:
+        Path(a.json).write_text(text + "\n")
+    else:
+        print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
