@@ -39,6 +39,7 @@ class Requirements:
     debugfs: bool = False
     patch: str | None = None
     platform: str | None = None
+    tiers: int | None = None
     note: str | None = None
 
     def describe(self) -> str:
@@ -329,7 +330,7 @@ def _knob(name: str, spec: dict[str, Any], where: list[Any], catalog: dict[str, 
             errors.append(at(where + ["path"], f"must be under {', '.join(WRITABLE_PREFIXES)} (got {path})"))
         if ".." in path.split("/"):
             errors.append(at(where + ["path"], "must not contain '..'"))
-    requires = {**catalog.get("requires", {}), **spec.get("requires", {})}
+    requires = {k: v for k, v in {**catalog.get("requires", {}), **spec.get("requires", {})}.items() if k != "tiers"}
     if path and path.startswith(DEBUGFS + "/") and not requires.get("debugfs"):
         errors.append(at(where + ["requires", "debugfs"], "must be true for a knob under /sys/kernel/debug"))
     for key, allowed in (("min", "int"), ("max", "int"), ("values", "enum"), ("bits", "bitmask")):

@@ -21,6 +21,11 @@ class KnobError(PtmtError):
     def __init__(self, path: str, message: str) -> None:
         super().__init__(f"{path}: {message}")
         self.path = path
+        self.detail = message
+
+    def amended(self, note: str) -> KnobError:
+        """The same error with a note appended (e.g. what was rolled back)."""
+        return type(self)(self.path, f"{self.detail}; {note}")
 
 
 class KnobMissing(KnobError):
