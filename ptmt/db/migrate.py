@@ -100,6 +100,9 @@ def require_current(state: SchemaState, where: str) -> None:
     if state.current is None and not state.empty:
         raise NotAPtmtDatabase(f"{where} has tables but is not a PTMT database "
                                f"(no {VERSION_TABLE} table); use another database")
+    if state.empty:
+        raise DatabaseOutdated(f"{where} is empty (no PTMT schema): run `ptmt db upgrade` "
+                               f"(with the same --db/PTMT_DB)")
     if not state.known:
         raise DatabaseTooNew(f"{where} was migrated by a newer PTMT (revision {state.current}); "
                              f"upgrade PTMT to use it")

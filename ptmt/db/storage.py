@@ -289,8 +289,8 @@ class Storage:
             if new_rows:
                 s.execute(insert(Trial), new_rows)
             s.commit()
-            ids = dict(s.execute(select(Trial.ordinal, Trial.id).where(Trial.study_id == sid))
-                       .tuples().all())
+            ids = {o: i for o, i in s.execute(select(Trial.ordinal, Trial.id)
+                                              .where(Trial.study_id == sid))}
         return [ids[o] for o in range(len(items))]
 
     def get_trial(self, trial: Trial | int) -> Trial:
