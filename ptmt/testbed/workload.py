@@ -22,6 +22,7 @@ import os
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 NB_DEBUGFS = "/sys/kernel/debug/sched/numa_balancing"
@@ -130,14 +131,16 @@ def migrate_pages(pid: int, src: int, dst: int) -> int:
 # ---------------------------------------------------------------------------------------------
 # worker processes
 # ---------------------------------------------------------------------------------------------
-def touch(mode: str, mb: int, seconds: float, ready: str | None) -> None:
-    """Allocate ``mb`` of anonymous memory, write every page, signal ready, then either keep writing
-    every page (hot) or sleep (cold) for ``seconds``."""
+def touch(mode: str, mb: int, seconds: float, ready: str | None, go: str | None = None) -> None:
+    """Allocate ``mb`` of anonymous memory, write every page, signal ready, wait for ``go`` (if given),
+    then either keep writing every page (hot) or sleep (cold) for ``seconds``."""
     buf = mmap.mmap(-1, mb << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     npages = (mb << 20) // PAGE
     buf[::PAGE] = b"\x01" * npages
     if ready:
         Path(ready).touch()
+    while go and not os.path.exists(go):
+        time.sleep(0.05)
     end, passes = time.monotonic() + seconds, 0
     while time.monotonic() < end:
         if mode == "hot":
@@ -148,10 +151,11 @@ def touch(mode: str, mb: int, seconds: float, ready: str | None) -> None:
     print(json.dumps({"mode": mode, "mb": mb, "passes": passes}), flush=True)
 
 
-def _spawn(mode: str, mb: int, seconds: float, ready: Path) -> subprocess.Popen[bytes]:
+def _spawn(mode: str, mb: int, seconds: float, ready: Path, go: Path | None = None) -> subprocess.Popen[bytes]:
     ready.unlink(missing_ok=True)
+    extra = [] if go is None else [str(go)]
     p = subprocess.Popen([sys.executable, "-m", "ptmt.testbed.workload", "touch", mode, str(mb),
-                          str(seconds), str(ready)], stdout=subprocess.PIPE)
+                          str(seconds), str(ready), *extra], stdout=subprocess.PIPE)
     deadline = time.monotonic() + max(120.0, mb / 10)
     while not ready.exists():
         if p.poll() is not None or time.monotonic() > deadline:
@@ -164,8 +168,25 @@ def _spawn(mode: str, mb: int, seconds: float, ready: Path) -> subprocess.Popen[
 # ---------------------------------------------------------------------------------------------
 # the scenario
 # ---------------------------------------------------------------------------------------------
+def telemetry_reader() -> Callable[[], dict[str, int]]:
+    """PTMT's own /proc/vmstat reader, to check it against :func:`read_vmstat`.
+
+    Adapter to ``ptmt.telemetry``; raises ImportError/AttributeError while that module (or the
+    function) does not exist yet.
+    """
+    from ptmt.host import LinuxHost  # noqa: F401  (the telemetry reads through a host)
+    from ptmt.telemetry import read_vmstat as tel_read_vmstat  # type: ignore[attr-defined]
+
+    host = LinuxHost()
+    return lambda: dict(tel_read_vmstat(host))
+
+
+def _settle(seconds: float = 1.0) -> None:
+    time.sleep(seconds)
+
+
 def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str],
-             interval: float = 1.0, name: str = "run") -> dict:
+             interval: float = 1.0, name: str = "run", telemetry: bool = False) -> dict:
     if not os.path.isdir(NB_DEBUGFS) and os.path.isdir("/sys/kernel/debug"):
         subprocess.run(["mount", "-t", "debugfs", "none", "/sys/kernel/debug"], check=False)
     applied, original = {}, {}
@@ -177,15 +198,29 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))
     result: dict = {"name": name, "settings": applied, "cold_mb": cold_mb, "hot_mb": hot_mb,
                     "seconds": seconds, "tiers": tiers()}
+    tel: Callable[[], dict[str, int]] | None = None
+    if telemetry:
+        try:
+            tel = telemetry_reader()
+        except (ImportError, AttributeError) as e:
+            result["telemetry"] = {"error": f"{type(e).__name__}: {e}"}
     cold = hot = None
+    go = tmp / f"hot.{os.getpid()}.go"
+    go.unlink(missing_ok=True)
     try:
         cold = _spawn("cold", cold_mb, seconds + 600, tmp / f"cold.{os.getpid()}.ready")
         result["free_after_cold_mb"] = node_free_mb()
-        hot = _spawn("hot", hot_mb, seconds, tmp / f"hot.{os.getpid()}.ready")
+        hot = _spawn("hot", hot_mb, seconds, tmp / f"hot.{os.getpid()}.ready", go)
         t_mig = time.monotonic()
         result["migrate_not_moved"] = migrate_pages(hot.pid, 0, 1)
         result["migrate_seconds"] = round(time.monotonic() - t_mig, 2)
+        # Both readers snapshot at quiet moments (hot set idle before, every worker gone after), so
+        # their deltas must agree exactly.
+        if tel:
+            _settle()
+            tel_before = tel()
         before = read_vmstat()
+        go.touch()
         t0 = time.monotonic()
         result["hot_on_slow_mb_start"] = pages_on_node(hot.pid, 1) * PAGE >> 20
         samples = []
@@ -195,8 +230,17 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
             samples.append({"t": round(time.monotonic() - t0, 2),
                             "hot_on_slow_mb": pages_on_node(hot.pid, 1) * PAGE >> 20,
                             **{c: v.get(c, 0) - before.get(c, 0) for c in COUNTERS}})
-        after = read_vmstat()
         out, _ = hot.communicate()
+        after = read_vmstat()
+        if tel:
+            cold.kill()
+            cold.wait()
+            _settle()
+            tel_after, after_quiet = tel(), read_vmstat()
+            result["telemetry"] = {
+                "delta": {c: tel_after.get(c, 0) - tel_before.get(c, 0) for c in COUNTERS},
+                "vmstat_delta": {c: after_quiet.get(c, 0) - before.get(c, 0) for c in COUNTERS},
+            }
         result["hot_passes"] = json.loads(out.decode() or "{}").get("passes")
         result["elapsed"] = round(time.monotonic() - t0, 2)
         result["before"] = {c: before.get(c, 0) for c in COUNTERS}
@@ -227,6 +271,7 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("mb", type=int)
     t.add_argument("seconds", type=float)
     t.add_argument("ready", nargs="?")
+    t.add_argument("go", nargs="?")
     s = sub.add_parser("scenario", help="cold hog on the fast node, hot set on the slow node")
     s.add_argument("--cold-mb", type=int, default=800)
     s.add_argument("--hot-mb", type=int, default=250)
@@ -236,9 +281,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a default setting (repeatable)")
     s.add_argument("--runs", help="JSON list of {name, settings} run one after the other in this boot")
     s.add_argument("--json", help="write the result(s) here (default: stdout)")
+    s.add_argument("--telemetry", action="store_true",
+                   help="also read the counters through ptmt's telemetry and report both deltas")
     a = ap.parse_args(argv)
     if a.cmd == "touch":
-        touch(a.mode, a.mb, a.seconds, a.ready)
+        touch(a.mode, a.mb, a.seconds, a.ready, a.go)
         return 0
     base = dict(DEFAULT_SETTINGS)
     for kv in a.set:
@@ -247,9 +294,9 @@ def main(argv: list[str] | None = None) -> int:
     if a.runs:
         runs = json.loads(Path(a.runs).read_text())
         res: object = [scenario(a.cold_mb, a.hot_mb, a.seconds, {**base, **r.get("settings", {})},
-                                a.interval, r.get("name", f"run{i}")) for i, r in enumerate(runs)]
+                                a.interval, r.get("name", f"run{i}"), a.telemetry) for i, r in enumerate(runs)]
     else:
-        res = scenario(a.cold_mb, a.hot_mb, a.seconds, base, a.interval)
+        res = scenario(a.cold_mb, a.hot_mb, a.seconds, base, a.interval, telemetry=a.telemetry)
     text = json.dumps(res, indent=1)
     if a.json:
         Path(a.json).write_text(text + "\n")

@@ -55,8 +55,10 @@ def test_hot_set_is_promoted(scenario):
 
 def test_promotions_are_numa_migrations(scenario):
     d = scenario["delta"]
-    # In tiering mode every promotion is a NUMA-balancing migration.
-    assert d["numa_pages_migrated"] >= d["pgpromote_success"] > 0
+    # In tiering mode every promotion is a NUMA-balancing migration (the two counters are bumped at
+    # slightly different moments, so allow a few pages of skew).
+    assert d["pgpromote_success"] > 0
+    assert abs(d["numa_pages_migrated"] - d["pgpromote_success"]) <= max(64, d["pgpromote_success"] // 100), d
 
 
 def test_telemetry_reads_vmstat_deltas(scenario):
