@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -110,12 +111,24 @@ def require_current(state: SchemaState, where: str) -> None:
                            f"needs {state.head}: run `ptmt db upgrade` (with the same --db/PTMT_DB)")
 
 
+#: Alembic keeps its migration context in module globals: one migration per process at a time.
+_ALEMBIC_LOCK = threading.RLock()
+
+
 @contextmanager
 def migration_lock(connection: Connection) -> Iterator[None]:
-    """Serialise migrations of one database; on PostgreSQL a transaction-level advisory lock."""
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
-    yield
+    """Serialise migrations of one database across threads, processes and machines.
+
+    PostgreSQL: a transaction-level advisory lock. SQLite: ``BEGIN IMMEDIATE`` takes the write
+    lock up front and makes the DDL transactional (the driver would otherwise run it in
+    autocommit mode, and a concurrent opener could see half a schema).
+    """
+    with _ALEMBIC_LOCK:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+        elif connection.dialect.name == "sqlite":
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        yield
 
 
 def upgrade(engine: Engine, revision: str = "head") -> tuple[str | None, str | None]:
@@ -137,7 +150,8 @@ def upgrade_sql(dialect_url: str, revision: str = "head", start: str | None = No
     buf = io.StringIO()
     cfg = alembic_config(None, stdout=buf, offline_url=dialect_url, output_buffer=buf)
     cfg.output_buffer = buf
-    command.upgrade(cfg, f"{start}:{revision}" if start else revision, sql=True)
+    with _ALEMBIC_LOCK:
+        command.upgrade(cfg, f"{start}:{revision}" if start else revision, sql=True)
     return buf.getvalue()
 
 
