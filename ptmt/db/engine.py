@@ -39,7 +39,7 @@ def resolve_url(url: str | URL | None = None) -> URL:
     else:
         try:
             parsed = make_url(url)
-        except ArgumentError:
+        except (ArgumentError, ValueError):
             # the text may hold a password: never echo it
             raise DatabaseError("invalid database URL (not shown, it may contain a password); "
                                 "expected e.g. sqlite:///path/ptmt.db or "
@@ -53,7 +53,7 @@ def mask(url: str | URL) -> str:
     """The URL as text with its password replaced by ``***``."""
     try:
         u = url if isinstance(url, URL) else make_url(url)
-    except ArgumentError:
+    except (ArgumentError, ValueError):
         return "<invalid URL>"
     return u.render_as_string(hide_password=True)
 
