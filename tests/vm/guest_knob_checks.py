@@ -175,7 +175,7 @@ def main() -> int:
     (cat / "vmcheck.yaml").write_text(VMCHECK)
     before = snapshot(an)
     r = cli("apply", "--backend", "vmcheck", "--catalog-dir", str(cat), "--set", "scan_size_mb=512",
-            "--set", "watermark_scale_factor=5000", "--state-dir", state, "--verbose", *COMMON)
+            "--set", "watermark_scale_factor=5000", "--state-dir", state, *COMMON)
     res["rejected"] = {"apply": r, "before": before, "after": snapshot(an), "journal": _journal(state)}
     out_path.write_text(json.dumps(res, indent=1))
     return 0
@@ -193,6 +193,7 @@ VMCHECK = """\
 backend: vmcheck
 extends: autonuma
 title: testbed check catalog (wider watermark range than the kernel accepts)
+description: AutoNUMA with a watermark_scale_factor range wider than the kernel's, for tests.
 knobs:
   watermark_scale_factor:
     path: /proc/sys/vm/watermark_scale_factor
@@ -202,6 +203,7 @@ knobs:
     default: 10
     candidates: [10, 5000]
     category: reclaim
+    description: Range deliberately wider than the kernel's so that the kernel rejects 5000.
 """
 
 if __name__ == "__main__":
