@@ -220,6 +220,16 @@ def restore(backend: Annotated[str | None, typer.Option("--backend", "-b", help=
         out.print("nothing to restore: the journal holds no original values")
 
 
+def _register_subcommands() -> None:
+    """Command groups that live with their subsystem (ptmt db ..., ptmt sim ..., ptmt testbed ...)."""
+    from ptmt.db.cli import db_app
+
+    app.add_typer(db_app, name="db")
+
+
+_register_subcommands()
+
+
 @app.command()
 def version() -> None:
     """Print the PTMT version."""
