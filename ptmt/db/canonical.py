@@ -15,8 +15,14 @@ from collections.abc import Mapping
 from typing import Any
 
 
+_PLAIN = (str, int, bool, type(None))
+
+
 def normalize(value: Any) -> Any:
     """A JSON-ready copy of *value* in canonical form (see module docstring)."""
+    if type(value) is dict and all(type(k) is str and type(v) in _PLAIN
+                                   for k, v in value.items()):
+        return dict(value)  # fast path: flat counters and knob sets of ints and strings
     if value is None or isinstance(value, (bool, str)):
         return value
     if isinstance(value, int):

@@ -26,7 +26,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import pandas as pd
-from sqlalchemy import URL, Engine, delete, func, insert, select, update
+from sqlalchemy import URL, Connection, Engine, delete, func, insert, select, update
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
@@ -146,6 +146,12 @@ class Storage:
     def _session(self) -> Iterator[Session]:
         with _wrap(self._url, f"database error on {self.url}"), self._sessions() as s:
             yield s
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        """A Core connection for bulk reads (no ORM row processing)."""
+        with _wrap(self._url, f"database error on {self.url}"), self.engine.connect() as c:
+            yield c
 
     def _get_or_create(self, model: type[R], lookup: dict[str, Any],
                        values: dict[str, Any]) -> tuple[R, bool]:
@@ -512,8 +518,8 @@ class Storage:
         if status is not None:
             wanted = [status] if isinstance(status, (str, TrialStatus)) else list(status)
             q = q.where(Trial.status.in_([_status(x) for x in wanted]))
-        with self._session() as s:
-            rows = s.execute(q).all()
+        with self._read() as c:
+            rows = c.execute(q).all()
         base_cols = [c for c in TRIAL_COLUMNS if c != "duration_s"]
         frame = pd.DataFrame.from_records([r[:-1] for r in rows], columns=base_cols)
         frame.insert(TRIAL_COLUMNS.index("duration_s"), "duration_s",
@@ -544,8 +550,8 @@ class Storage:
             q = q.where(Sample.trial_id == _id(trial))
         if study is not None:
             q = q.where(Trial.study_id == _id(study))
-        with self._session() as s:
-            rows = s.execute(q).all()
+        with self._read() as c:
+            rows = c.execute(q).all()
         frame = pd.DataFrame.from_records([r[:-1] for r in rows], columns=SAMPLE_COLUMNS)
         if rows:
             counters = pd.DataFrame.from_records([r[-1] for r in rows], index=frame.index)
