@@ -22,7 +22,6 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 NB_DEBUGFS = "/sys/kernel/debug/sched/numa_balancing"
@@ -132,15 +131,20 @@ def migrate_pages(pid: int, src: int, dst: int) -> int:
 # worker processes
 # ---------------------------------------------------------------------------------------------
 def touch(mode: str, mb: int, seconds: float, ready: str | None, go: str | None = None) -> None:
-    """Allocate ``mb`` of anonymous memory, write every page, signal ready, wait for ``go`` (if given),
-    then either keep writing every page (hot) or sleep (cold) for ``seconds``."""
+    """Allocate ``mb`` of anonymous memory, write every page, signal ready, then: hot waits for a byte
+    on stdin (when ``go`` is "-") and keeps writing every page for ``seconds``; cold blocks on stdin
+    (when ``go`` is "-") or sleeps for ``seconds``. Blocking, not polling, keeps the counters still
+    while the scenario takes its quiet snapshots."""
     buf = mmap.mmap(-1, mb << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
     npages = (mb << 20) // PAGE
     buf[::PAGE] = b"\x01" * npages
     if ready:
         Path(ready).touch()
-    while go and not os.path.exists(go):
-        time.sleep(0.05)
+    if go == "-":
+        if mode == "cold":
+            sys.stdin.buffer.read()  # until the scenario kills us or closes the pipe
+            return
+        sys.stdin.buffer.read(1)
     end, passes = time.monotonic() + seconds, 0
     while time.monotonic() < end:
         if mode == "hot":
@@ -151,11 +155,10 @@ def touch(mode: str, mb: int, seconds: float, ready: str | None, go: str | None 
     print(json.dumps({"mode": mode, "mb": mb, "passes": passes}), flush=True)
 
 
-def _spawn(mode: str, mb: int, seconds: float, ready: Path, go: Path | None = None) -> subprocess.Popen[bytes]:
+def _spawn(mode: str, mb: int, seconds: float, ready: Path) -> subprocess.Popen[bytes]:
     ready.unlink(missing_ok=True)
-    extra = [] if go is None else [str(go)]
     p = subprocess.Popen([sys.executable, "-m", "ptmt.testbed.workload", "touch", mode, str(mb),
-                          str(seconds), str(ready), *extra], stdout=subprocess.PIPE)
+                          str(seconds), str(ready), "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
     deadline = time.monotonic() + max(120.0, mb / 10)
     while not ready.exists():
         if p.poll() is not None or time.monotonic() > deadline:
@@ -168,17 +171,30 @@ def _spawn(mode: str, mb: int, seconds: float, ready: Path, go: Path | None = No
 # ---------------------------------------------------------------------------------------------
 # the scenario
 # ---------------------------------------------------------------------------------------------
-def telemetry_reader() -> Callable[[], dict[str, int]]:
-    """PTMT's own /proc/vmstat reader, to check it against :func:`read_vmstat`.
+class TelemetryCheck:
+    """PTMT's own telemetry (``ptmt.telemetry.Telemetry``) sampled beside the minimal reader: its
+    per-interval deltas, summed, must equal the raw /proc/vmstat delta between the same two quiet
+    moments."""
 
-    Adapter to ``ptmt.telemetry``; raises ImportError/AttributeError while that module (or the
-    function) does not exist yet.
-    """
-    from ptmt.host import LinuxHost  # noqa: F401  (the telemetry reads through a host)
-    from ptmt.telemetry import read_vmstat as tel_read_vmstat  # type: ignore[attr-defined]
+    def __init__(self) -> None:
+        from ptmt.host import LinuxHost
+        from ptmt.telemetry import Telemetry
 
-    host = LinuxHost()
-    return lambda: dict(tel_read_vmstat(host))
+        self.tel = Telemetry(LinuxHost())
+        self.total: dict[str, int] = {}
+        self.intervals = 0
+
+    def start(self) -> None:
+        self.tel.start()
+
+    def sample(self) -> None:
+        s = self.tel.sample()
+        self.intervals += 1
+        for k, v in s.counters.items():
+            self.total[k] = self.total.get(k, 0) + v
+
+    def close(self) -> None:
+        self.tel.close()
 
 
 def _settle(seconds: float = 1.0) -> None:
@@ -198,19 +214,17 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))
     result: dict = {"name": name, "settings": applied, "cold_mb": cold_mb, "hot_mb": hot_mb,
                     "seconds": seconds, "tiers": tiers()}
-    tel: Callable[[], dict[str, int]] | None = None
+    tel: TelemetryCheck | None = None
     if telemetry:
         try:
-            tel = telemetry_reader()
+            tel = TelemetryCheck()
         except (ImportError, AttributeError) as e:
             result["telemetry"] = {"error": f"{type(e).__name__}: {e}"}
     cold = hot = None
-    go = tmp / f"hot.{os.getpid()}.go"
-    go.unlink(missing_ok=True)
     try:
         cold = _spawn("cold", cold_mb, seconds + 600, tmp / f"cold.{os.getpid()}.ready")
         result["free_after_cold_mb"] = node_free_mb()
-        hot = _spawn("hot", hot_mb, seconds, tmp / f"hot.{os.getpid()}.ready", go)
+        hot = _spawn("hot", hot_mb, seconds, tmp / f"hot.{os.getpid()}.ready")
         t_mig = time.monotonic()
         result["migrate_not_moved"] = migrate_pages(hot.pid, 0, 1)
         result["migrate_seconds"] = round(time.monotonic() - t_mig, 2)
@@ -218,28 +232,38 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
         # their deltas must agree exactly.
         if tel:
             _settle()
-            tel_before = tel()
+            tel.start()
         before = read_vmstat()
-        go.touch()
+        assert hot.stdin is not None
+        hot.stdin.write(b"g")
+        hot.stdin.close()
         t0 = time.monotonic()
         result["hot_on_slow_mb_start"] = pages_on_node(hot.pid, 1) * PAGE >> 20
         samples = []
         while hot.poll() is None:
             time.sleep(interval)
             v = read_vmstat()
+            if tel:
+                tel.sample()
             samples.append({"t": round(time.monotonic() - t0, 2),
                             "hot_on_slow_mb": pages_on_node(hot.pid, 1) * PAGE >> 20,
                             **{c: v.get(c, 0) - before.get(c, 0) for c in COUNTERS}})
-        out, _ = hot.communicate()
+        assert hot.stdout is not None
+        out = hot.stdout.read()
+        hot.wait()
         after = read_vmstat()
         if tel:
             cold.kill()
             cold.wait()
             _settle()
-            tel_after, after_quiet = tel(), read_vmstat()
+            after_quiet = read_vmstat()
+            tel.sample()
+            tel.close()
             result["telemetry"] = {
-                "delta": {c: tel_after.get(c, 0) - tel_before.get(c, 0) for c in COUNTERS},
-                "vmstat_delta": {c: after_quiet.get(c, 0) - before.get(c, 0) for c in COUNTERS},
+                "intervals": tel.intervals,
+                "delta": {c: tel.total.get(c, 0) for c in COUNTERS if c in tel.total},
+                "vmstat_delta": {c: after_quiet.get(c, 0) - before.get(c, 0)
+                                 for c in COUNTERS if c in tel.total},
             }
         result["hot_passes"] = json.loads(out.decode() or "{}").get("passes")
         result["elapsed"] = round(time.monotonic() - t0, 2)
