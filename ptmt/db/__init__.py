@@ -23,11 +23,11 @@ from ptmt.db.models import (
     TrialStatus,
     Workload,
 )
-from ptmt.db.storage import Storage, open_storage
+from ptmt.db.storage import Storage, open_storage, worker_id
 
 __all__ = [
     "Backend", "Configuration", "DatabaseError", "DatabaseOutdated", "DatabaseTooNew", "Host",
     "NotAPtmtDatabase", "Sample", "Storage", "Study", "StudyPlanMismatch", "Trial",
     "TrialStatus", "Workload", "config_hash", "content_hash", "default_path", "head_revision",
-    "mask", "open_storage", "resolve_url", "upgrade",
+    "mask", "open_storage", "resolve_url", "upgrade", "worker_id",
 ]

@@ -564,6 +564,14 @@ class Storage:
         return frame
 
 
+def worker_id() -> str:
+    """A name for this process in ``trials.worker``: ``hostname:pid``."""
+    import os
+    import socket
+
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
 def open_storage(url: str | URL | None = None, *, create: bool = True,
                  echo: bool = False) -> Storage:
     """Open a PTMT database; see :meth:`Storage.open`."""

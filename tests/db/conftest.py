@@ -90,7 +90,9 @@ def _free_port() -> int:
 
 def _start_cluster(bindir: Path) -> tuple[PgServer, Path, dict[str, Any]]:
     run_as: dict[str, Any] = {}
-    base = Path(tempfile.mkdtemp(prefix="ptmt-pg-"))
+    # as root, the server user must reach the directory: keep it directly under /tmp
+    tmp_root = "/tmp" if os.geteuid() == 0 and os.path.isdir("/tmp") else None
+    base = Path(tempfile.mkdtemp(prefix="ptmt-pg-", dir=tmp_root))
     if os.geteuid() == 0:  # initdb refuses root: run the server as an unprivileged user
         try:
             pw = pwd.getpwnam("postgres")

@@ -121,3 +121,11 @@ def test_canonical_forms() -> None:
         normalize({1: "non-string key"})
     with pytest.raises(TypeError):
         normalize(object())
+
+
+def test_worker_id() -> None:
+    import os
+
+    from ptmt.db import worker_id
+
+    assert worker_id().endswith(f":{os.getpid()}")
