@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import logging
-import sys
-from collections.abc import Callable
-from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from ptmt import __version__
 from ptmt.backends.registry import open_backend
+from ptmt.cli_common import (
+    BackendOpt,
+    CatalogDirOpt,
+    JsonOpt,
+    PidOpt,
+    PlatformOpt,
+    RootOpt,
+    StateOpt,
+    VerboseOpt,
+    catalog_dirs,
+    err,
+    open_cli_host,
+    out,
+    parse_sets,
+    reports_errors,
+)
 from ptmt.errors import PtmtError
-from ptmt.host import Host, default_state_dir
+from ptmt.host import default_state_dir
 from ptmt.journal import Journal
 from ptmt.platforms import open_host, resolve_platform
 from ptmt.restore import restore as restore_journal
@@ -29,65 +39,6 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-out = Console(highlight=False, soft_wrap=True)
-err = Console(stderr=True, highlight=False, soft_wrap=True)
-
-# ---- options shared by every command that touches a host ----------------------------------------
-RootOpt = Annotated[Path | None, typer.Option("--root", help="Directory holding /proc and /sys (tests, chroots). Default: /, or the simulated machine's files.")]
-StateOpt = Annotated[Path | None, typer.Option("--state-dir", help="Where the rollback journal lives. Default: /var/lib/ptmt (linux) or the user's state dir (sim); env PTMT_STATE_DIR.")]
-PlatformOpt = Annotated[str | None, typer.Option("--platform", help="linux or sim. Default: linux on a machine with two memory tiers, sim otherwise.")]
-CatalogDirOpt = Annotated[list[Path] | None, typer.Option("--catalog-dir", help="Extra directory of knob catalogs (*.yaml); repeatable, later ones win.")]
-BackendOpt = Annotated[str, typer.Option("--backend", "-b", help="Tiering solution: autonuma, tpp, colloid, upm, tiering08, memtis, or a user catalog.")]
-PidOpt = Annotated[int | None, typer.Option("--pid", help="Target process for per-process backends (UPM).")]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Machine-readable output.")]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Log every step; show tracebacks.")]
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def reports_errors(fn: F) -> F:
-    """Turn PtmtError into one clear line on stderr and exit status 1 (a traceback with --verbose)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        verbose = kwargs.get("verbose", False)
-        logging.basicConfig(level=logging.INFO if verbose else logging.WARNING,
-                            format="ptmt: %(levelname)s: %(message)s", stream=sys.stderr, force=True)
-        try:
-            return fn(*args, **kwargs)
-        except PtmtError as e:
-            if verbose:
-                err.print_exception()
-            first, *rest = str(e).splitlines()
-            err.print(f"ptmt: error: {first}", markup=False)
-            for line in rest:
-                err.print(f"  {line.strip()}", markup=False)
-            raise typer.Exit(1) from None
-
-    return wrapper  # type: ignore[return-value]
-
-
-def _host(platform: str | None, root: Path | None, state_dir: Path | None, announce: bool = True) -> tuple[Host, Path]:
-    chosen = resolve_platform(platform, root)
-    if announce and platform is None:
-        err.print(f"ptmt: platform {chosen} ({'two memory tiers found' if chosen == 'linux' else 'no tiered memory here: the simulated machine'})", markup=False)
-    state = state_dir or default_state_dir(chosen)
-    return open_host(chosen, root, state_dir=state), state
-
-
-def _catalog_dirs(dirs: list[Path] | None) -> list[str]:
-    return [str(d) for d in dirs or []]
-
-
-def _parse_sets(sets: list[str]) -> dict[str, str]:
-    parsed: dict[str, str] = {}
-    for item in sets:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise PtmtError(f"--set expects KNOB=VALUE (got {item!r})")
-        parsed[name.strip()] = value.strip()
-    return parsed
-
 
 # ---- commands ----------------------------------------------------------------------------------
 @app.command()
@@ -96,8 +47,8 @@ def status(root: RootOpt = None, state_dir: StateOpt = None, platform: PlatformO
            catalog_dir: CatalogDirOpt = None, pid: PidOpt = None, json_out: JsonOpt = False,
            verbose: VerboseOpt = False) -> None:
     """What this machine supports: kernel, NUMA nodes, tiers, debugfs, perf, DAMON, and each backend."""
-    host, state = _host(platform, root, state_dir)
-    info = system_status(host, _catalog_dirs(catalog_dir), {"upm": {"pid": pid}} if pid else None)
+    host, state = open_cli_host(platform, root, state_dir)
+    info = system_status(host, catalog_dirs(catalog_dir), {"upm": {"pid": pid}} if pid else None)
     info["journal"] = {"path": str(Journal(state).path), "entries": len(Journal(state).entries())}
     if json_out:
         out.print_json(json.dumps(info))
@@ -133,8 +84,8 @@ def knobs(backend: BackendOpt, root: RootOpt = None, state_dir: StateOpt = None,
           catalog_dir: CatalogDirOpt = None, pid: PidOpt = None, json_out: JsonOpt = False,
           verbose: VerboseOpt = False) -> None:
     """List a backend's activation settings and knobs with their current values on this host."""
-    host, _ = _host(platform, root, state_dir, announce=not json_out)
-    b = open_backend(backend, host, _catalog_dirs(catalog_dir), {"pid": pid})
+    host, _ = open_cli_host(platform, root, state_dir, announce=not json_out)
+    b = open_backend(backend, host, catalog_dirs(catalog_dir), {"pid": pid})
     states = b.probe()
     if json_out:
         doc = {"backend": b.name, "title": b.catalog.title, "catalog": str(b.catalog.source),
@@ -172,11 +123,11 @@ def apply(backend: BackendOpt,
           root: RootOpt = None, state_dir: StateOpt = None, platform: PlatformOpt = None,
           catalog_dir: CatalogDirOpt = None, pid: PidOpt = None, verbose: VerboseOpt = False) -> None:
     """Validate a configuration as a whole, journal the originals, then write it (all or nothing)."""
-    settings = _parse_sets(set_ or [])
+    settings = parse_sets(set_ or [])
     if not settings and not activate:
         raise PtmtError("nothing to apply: give --set KNOB=VALUE and/or --activate")
-    host, state = _host(platform, root, state_dir)
-    b = open_backend(backend, host, _catalog_dirs(catalog_dir), {"pid": pid})
+    host, state = open_cli_host(platform, root, state_dir)
+    b = open_backend(backend, host, catalog_dirs(catalog_dir), {"pid": pid})
     plan = b.plan(settings, activate=activate)
     if not plan.changes:
         out.print(f"{b.name}: nothing to change (every knob already holds the requested value)")
