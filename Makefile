@@ -20,6 +20,7 @@ run: $(STAMP)
 	$(BIN)/ptmt knobs --backend tpp --platform sim
 
 test: $(STAMP)
+	$(BIN)/ruff check -q ptmt tests benchmarks scripts
 	$(BIN)/python -m pytest
 
 clean:
