@@ -1,0 +1,120 @@
+"""UPM, user-space page migration, and its in-process control endpoint.
+
+The daemon samples the workload's loads with PEBS at one sample per ``read_sample_period`` accesses;
+every ``page_migration_interval`` seconds it promotes slow pages sampled at least
+``hot_page_threshold`` times in that interval (hottest first) with move_pages(2), demoting the
+least-sampled fast pages to keep a headroom for them. Costs: a PEBS assist per sample on the workload's
+threads, and move_pages time of which the workload pays a share (TLB shootdowns, pages locked while they
+move). move_pages is a plain migration to the kernel: it shows in pgmigrate_success only, never in
+pgpromote_*/pgdemote_*/numa_pages_migrated, exactly as on Linux.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+
+from ptmt.backends.upm_protocol import ProtocolError, Reply, Request
+from ptmt.sim.memory import FAST, SLOW, Memory
+from ptmt.sim.reclaim import migrate_frames_per_s
+
+#: Free fast memory the daemon keeps, as a fraction of the node. *assumption* (UPM's own default unknown)
+UPM_HEADROOM = 0.02
+LIMITS = {"hot_page_threshold": (1, 1000), "page_migration_interval": (1, 3600),
+          "read_sample_period": (1, 10_000_000)}
+
+
+@dataclass
+class UpmState:
+    enabled: bool = False
+    pid: int = 0
+    hot_page_threshold: int = 2
+    page_migration_interval: int = 1
+    read_sample_period: int = 1000
+    next_migration: float = 0.0
+
+    def as_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+class UpmDaemon:
+    """The policy; ``samples`` accumulates the expected PEBS samples per frame until the next interval."""
+
+    def __init__(self, state: UpmState, frames: int) -> None:
+        self.s = state
+        self.expected = np.zeros(frames)
+
+    def sample(self, lam: np.ndarray, accesses: float, dt: float) -> float:
+        """Accumulate one step of sampling; returns samples taken (for their cost)."""
+        if not self.s.enabled:
+            return 0.0
+        self.expected += lam * (dt / self.s.read_sample_period)
+        return accesses / self.s.read_sample_period
+
+    def migrate(self, mem: Memory, now: float, rng: np.random.Generator, wm_high: int) -> tuple[int, int]:
+        """At an interval boundary: returns (promoted, demoted) frames."""
+        if not self.s.enabled or now < self.s.next_migration:
+            return 0, 0
+        interval = self.s.page_migration_interval
+        self.s.next_migration = now + interval
+        n = mem.n_alloc
+        counts = rng.poisson(self.expected[:n])
+        self.expected[:] = 0.0
+        node = mem.node[:n]
+        hot = np.flatnonzero((node == SLOW) & (counts >= self.s.hot_page_threshold))
+        budget = int(migrate_frames_per_s(mem.m.frame_bytes) * interval)
+        hot = hot[np.argsort(-counts[hot], kind="stable")][:budget]
+        headroom = wm_high + int(UPM_HEADROOM * mem.capacity[FAST])
+        need = max(0, len(hot) + headroom - mem.free_fast)
+        demoted = 0
+        if need:
+            fast = np.flatnonzero(node == FAST)
+            cold = fast[counts[fast] < self.s.hot_page_threshold]
+            cold = cold[np.argsort(counts[cold] + rng.random(len(cold)), kind="stable")]
+            victims = cold[: min(need, budget, mem.free_slow)]
+            mem.move(victims, SLOW)
+            demoted = len(victims)
+        room = max(0, mem.free_fast - wm_high)
+        take, failed = hot[:room], hot[room:]
+        mem.move(take, FAST)
+        c, ppf = mem.counters, mem.ppf
+        c.add("pgmigrate_success", (demoted + len(take)) * ppf)
+        c.add("pgmigrate_fail", len(failed) * ppf)
+        if ppf > 1:
+            c.vm["thp_migration_success"] += demoted + len(take)
+            c.vm["thp_migration_fail"] += len(failed)
+        return len(take), demoted
+
+    # -- control protocol ------------------------------------------------------------------------
+    def handle(self, line: str, workload_pid: int, now: float) -> str:
+        """One request line of ptmt.backends.upm_protocol in, one reply line out."""
+        try:
+            req = Request.decode(line)
+        except ProtocolError as e:
+            return Reply(False, error=str(e)).encode()
+        if req.pid != workload_pid:
+            return Reply(False, error=f"no such process {req.pid}").encode()
+        for name, value in req.params.items():
+            lo, hi = LIMITS[name]
+            if not lo <= value <= hi:
+                return Reply(False, error=f"{name} {value} outside {lo}..{hi}").encode()
+        if req.verb == "status":
+            return Reply(True, self._status()).encode()
+        if req.verb == "disable":
+            self.s.enabled = False
+            return Reply(True).encode()
+        if req.verb == "update" and not self.s.enabled:
+            return Reply(False, error=f"process {req.pid} is not managed (enable it first)").encode()
+        for name, value in req.params.items():
+            setattr(self.s, name, int(value))
+        if req.verb == "enable":
+            if not self.s.enabled:
+                self.s.next_migration = now + self.s.page_migration_interval
+            self.s.enabled, self.s.pid = True, req.pid
+        return Reply(True).encode()
+
+    def _status(self) -> dict[str, str]:
+        s = self.s
+        return {"enabled": str(int(s.enabled)), "h": str(s.hot_page_threshold),
+                "m": str(s.page_migration_interval), "d": str(s.read_sample_period)}
