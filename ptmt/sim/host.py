@@ -53,7 +53,8 @@ class SimHost:
     def __init__(self, root: str | os.PathLike[str], machine: str | None = None, fast_gb: float | None = None,
                  slow_gb: float | None = None, workload: str | None = None, seed: int | None = None,
                  kernel: str | None = None, noise: float | None = None, interval: float | None = None,
-                 frame_kb: int | None = None, footprint_gb: float | None = None) -> None:
+                 frame_kb: int | None = None, footprint_gb: float | None = None, persist: bool = True) -> None:
+        self.persist = persist
         self.root = Path(root)
         self.root.mkdir(parents=True, exist_ok=True)
         self.root = self.root.resolve()
@@ -126,6 +127,8 @@ class SimHost:
         """Write counters, state and arrays (called after every advance and UPM request)."""
         for kpath, text in render_counters(self.engine.mem, self.workload_pid).items():
             write_file(self.root, kpath, text)
+        if not self.persist:
+            return
         state = {"version": STATE_VERSION, "kernel": self.kernel, "seed": self.seed, "noise": self.noise,
                  "interval": self.interval, "machine": self.machine.as_dict(),
                  "workload": self.workload.as_dict(), "advances": getattr(self, "advances", 0),

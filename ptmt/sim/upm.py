@@ -104,8 +104,6 @@ class UpmDaemon:
         if req.verb == "disable":
             self.s.enabled = False
             return Reply(True).encode()
-        if req.verb == "update" and not self.s.enabled:
-            return Reply(False, error=f"process {req.pid} is not managed (enable it first)").encode()
         for name, value in req.params.items():
             setattr(self.s, name, int(value))
         if req.verb == "enable":

@@ -19,7 +19,8 @@ from ptmt.sim.specs import load_validated
 
 #: Share of the ranks of a zipf workload that counts as its "hot set" when a phase shifts it.
 ZIPF_HOT_FRACTION = 0.2
-BEHAVIOUR_KEYS = ("pattern", "skew", "hot_fraction", "hot_access_share", "read_ratio", "intensity", "mlp")
+BEHAVIOUR_KEYS = ("pattern", "skew", "hot_fraction", "hot_access_share", "read_ratio", "intensity", "mlp",
+                  "idle_fraction")
 
 
 @dataclass(frozen=True)
@@ -33,6 +34,7 @@ class Behaviour:
     hot_access_share: float = 0.9
     read_ratio: float = 0.8
     mlp: float = 16.0
+    idle_fraction: float = 0.0  #: allocated but untouched share of the footprint (the coldest ranks)
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,15 @@ class AccessModel:
         return p
 
     @staticmethod
-    def _by_rank(b: Behaviour, n: int) -> np.ndarray:
+    def _by_rank(b: Behaviour, n_all: int) -> np.ndarray:
+        n = max(1, int(round(n_all * (1.0 - b.idle_fraction))))
+        w = AccessModel._touched(b, n)
+        if n < n_all:
+            w = np.concatenate([w, np.zeros(n_all - n)])
+        return w
+
+    @staticmethod
+    def _touched(b: Behaviour, n: int) -> np.ndarray:
         ranks = np.arange(1, n + 1, dtype=float)
         if b.pattern in ("uniform", "sequential"):
             w = np.ones(n)
