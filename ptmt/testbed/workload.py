@@ -242,11 +242,11 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
         samples = []
         while hot.poll() is None:
             time.sleep(interval)
+            on_slow = pages_on_node(hot.pid, 1) * PAGE >> 20 if hot.poll() is None else None
             v = read_vmstat()
             if tel:
                 tel.sample()
-            samples.append({"t": round(time.monotonic() - t0, 2),
-                            "hot_on_slow_mb": pages_on_node(hot.pid, 1) * PAGE >> 20,
+            samples.append({"t": round(time.monotonic() - t0, 2), "hot_on_slow_mb": on_slow,
                             **{c: v.get(c, 0) - before.get(c, 0) for c in COUNTERS}})
         assert hot.stdout is not None
         out = hot.stdout.read()
@@ -271,7 +271,11 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
         result["after"] = {c: after.get(c, 0) for c in COUNTERS}
         result["delta"] = {c: after.get(c, 0) - before.get(c, 0) for c in COUNTERS}
         result["samples"] = samples
-        result["hot_on_slow_mb_end"] = samples[-1]["hot_on_slow_mb"] if samples else None
+        # last reading taken while the hot process was still running its loop
+        # (a reading in the hot process's last second may catch it unmapping its memory on exit)
+        alive = [x["hot_on_slow_mb"] for x in samples
+                 if x["hot_on_slow_mb"] is not None and x["t"] <= seconds - interval]
+        result["hot_on_slow_mb_end"] = alive[-1] if alive else None
         result["free_end_mb"] = node_free_mb()
     finally:
         for p in (hot, cold):
