@@ -1,0 +1,1 @@
+"""Offline phase: profiling sweeps, sensitivity analysis and the query model."""
