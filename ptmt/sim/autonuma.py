@@ -95,6 +95,8 @@ class NumaBalancing:
 
     def _window(self, mem: Memory, knobs: KnobValues, lam: np.ndarray, ts: float, budget: int, virt: int,
                 rng: np.random.Generator) -> int:
+        # task_numa_work() walks chunks of `budget` pages of address space; a chunk in which any PTE
+        # changed uses up the budget, chunks without changes only use the 8x virtual allowance.
         n = mem.n_alloc
         start = self.cursor if self.cursor < n else 0
         stop = min(n, start + virt)
@@ -102,9 +104,10 @@ class NumaBalancing:
         elig = ~mem.prot[sl]
         if not knobs.normal:  # tiering only: top-tier pages are skipped (change_pte_range)
             elig &= mem.node[sl] == SLOW
-        cum = np.cumsum(elig)
-        if cum.size and cum[-1] > budget:
-            stop = start + int(np.searchsorted(cum, budget, side="left")) + 1
+        hits = np.flatnonzero(elig)
+        if len(hits):
+            first_chunk = int(hits[0]) // budget
+            stop = min(stop, start + (first_chunk + 1) * budget)
             elig = elig[: stop - start]
         idx = start + np.flatnonzero(elig)
         if len(idx):
