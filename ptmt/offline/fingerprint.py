@@ -1,0 +1,200 @@
+"""Workload fingerprints: normalised telemetry of a few recent intervals, as one feature vector.
+
+The offline model is fitted on fingerprints computed from the database's samples and the online
+tuner queries it with fingerprints computed from live :class:`ptmt.telemetry.Sample` objects; both
+go through :func:`fingerprint_frame`, so the two can never drift apart.
+
+Features (schema version :data:`FINGERPRINT_VERSION`, names in :data:`FEATURE_NAMES`):
+
+========================  ======================================================================
+``hint_faults``           log1p(numa_hint_faults per second per GiB of machine memory)
+``hint_local_share``      numa_hint_faults_local / numa_hint_faults (NaN without hint faults)
+``pte_updates``           log1p(numa_pte_updates /s/GiB)
+``promote``               log1p(pgpromote_success /s/GiB)
+``promote_candidates``    log1p(pgpromote_candidate /s/GiB)
+``demote``                log1p((pgdemote_kswapd + pgdemote_direct) /s/GiB)
+``demote_direct_share``   pgdemote_direct / all demotions (NaN without demotions)
+``migrate``               log1p(pgmigrate_success /s/GiB; numa_pages_migrated if absent)
+``migrate_fail``          log1p(pgmigrate_fail /s/GiB)
+``fast_free``             MemFree / MemTotal of the fast-tier node(s), mean over the intervals
+``fast_access_share``     loads served by the fast tier / all loads (perf, where measurable)
+``ipc``                   instructions / cycles (perf, where measurable)
+========================  ======================================================================
+
+Counters are 4 KiB pages. A feature the machine cannot measure (a counter the kernel lacks, no
+perf, no per-node meminfo) is NaN, never an error: the model imputes it. A counter that exists and
+did not move is 0.
+
+Accepted inputs: ``Sample`` objects, their ``as_dict()`` form, or rows of
+``Storage.samples_frame`` whose counter columns use the kernel's names, per-node memory as
+``node<N>.MemFree`` / ``node<N>.MemTotal`` (kB), and perf deltas as ``instructions``, ``cycles``,
+``loads_fast``, ``loads_slow`` (optionally prefixed ``perf.``).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+#: Bump whenever a feature's definition, order or normalisation changes: models fitted with
+#: another version are refused.
+FINGERPRINT_VERSION = 1
+
+#: Feature names, in vector order.
+FEATURE_NAMES: tuple[str, ...] = (
+    "hint_faults", "hint_local_share", "pte_updates", "promote", "promote_candidates", "demote",
+    "demote_direct_share", "migrate", "migrate_fail", "fast_free", "fast_access_share", "ipc",
+)
+
+#: Features that need perf (hardware) counters; absent on many VMs.
+PERF_FEATURES: tuple[str, ...] = ("fast_access_share", "ipc")
+
+_RATE_COUNTERS = {
+    "hint_faults": ("numa_hint_faults",),
+    "pte_updates": ("numa_pte_updates",),
+    "promote": ("pgpromote_success",),
+    "promote_candidates": ("pgpromote_candidate",),
+    "demote": ("pgdemote_kswapd", "pgdemote_direct"),
+    "migrate_fail": ("pgmigrate_fail",),
+}
+_COUNTERS = ("numa_hint_faults", "numa_hint_faults_local", "numa_pte_updates", "pgpromote_success",
+             "pgpromote_candidate", "pgdemote_kswapd", "pgdemote_direct", "pgmigrate_success",
+             "numa_pages_migrated", "pgmigrate_fail")
+_PERF = ("instructions", "cycles", "loads_fast", "loads_slow")
+_NODE_RE = re.compile(r"^node(\d+)[._](MemFree|MemTotal)(?:_kb)?$")
+_KIB_PER_GIB = float(2**20)
+
+
+def schema() -> dict[str, Any]:
+    """The feature schema stored with every model."""
+    return {"version": FINGERPRINT_VERSION, "features": list(FEATURE_NAMES)}
+
+
+def _canonical(frame: pd.DataFrame, fast_nodes: Sequence[int],
+               mem_total_kb: float | None) -> pd.DataFrame:
+    """Per-interval canonical columns from a samples frame (any of the accepted spellings)."""
+    n = len(frame)
+    nan = np.full(n, np.nan)
+    out: dict[str, Any] = {}
+    dt = frame["dt_s"] if "dt_s" in frame else frame.get("interval_s")
+    out["dt"] = pd.to_numeric(dt, errors="coerce").to_numpy(float) if dt is not None else nan
+    for c in _COUNTERS:
+        out[c] = pd.to_numeric(frame[c], errors="coerce").to_numpy(float) if c in frame else nan
+    for p in _PERF:
+        col = p if p in frame else f"perf.{p}" if f"perf.{p}" in frame else None
+        out[p] = pd.to_numeric(frame[col], errors="coerce").to_numpy(float) if col else nan
+    totals: dict[int, np.ndarray] = {}
+    frees: dict[int, np.ndarray] = {}
+    for col in frame.columns:
+        m = _NODE_RE.match(str(col))
+        if m:
+            target = totals if m.group(2) == "MemTotal" else frees
+            target[int(m.group(1))] = pd.to_numeric(frame[col], errors="coerce").to_numpy(float)
+    if mem_total_kb is not None:
+        out["mem_total_kb"] = np.full(n, float(mem_total_kb))
+    elif totals:
+        out["mem_total_kb"] = np.sum(list(totals.values()), axis=0)
+    else:
+        out["mem_total_kb"] = nan
+    fast = [i for i in fast_nodes if i in totals and i in frees]
+    if fast:
+        ft = np.sum([totals[i] for i in fast], axis=0)
+        ff = np.sum([frees[i] for i in fast], axis=0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            out["fast_free"] = np.where(ft > 0, ff / ft, np.nan)
+    else:
+        out["fast_free"] = nan
+    return pd.DataFrame(out, index=frame.index)
+
+
+def _features(agg: pd.DataFrame) -> pd.DataFrame:
+    """Features from per-group sums (counters, perf, dt), mean memory and mean fast_free."""
+    gib = agg["mem_total_kb"] / _KIB_PER_GIB
+    dt = agg["dt"].where(agg["dt"] > 0)
+    denom = dt * gib
+
+    def rate(*names: str) -> pd.Series:
+        total = agg[list(names)].sum(axis=1, min_count=1)
+        return np.log1p((total / denom).clip(lower=0))
+
+    def share(part: pd.Series, whole: pd.Series) -> pd.Series:
+        return (part / whole.where(whole > 0)).clip(0, 1)
+
+    feats = pd.DataFrame(index=agg.index)
+    feats["hint_faults"] = rate("numa_hint_faults")
+    feats["hint_local_share"] = share(agg["numa_hint_faults_local"], agg["numa_hint_faults"])
+    for name, counters in _RATE_COUNTERS.items():
+        if name != "hint_faults":
+            feats[name] = rate(*counters)
+    demote_total = agg[["pgdemote_kswapd", "pgdemote_direct"]].sum(axis=1, min_count=1)
+    feats["demote_direct_share"] = share(agg["pgdemote_direct"], demote_total)
+    migrated = agg["pgmigrate_success"].fillna(agg["numa_pages_migrated"])
+    feats["migrate"] = np.log1p((migrated / denom).clip(lower=0))
+    feats["fast_free"] = agg["fast_free"].clip(0, 1)
+    feats["fast_access_share"] = share(agg["loads_fast"], agg["loads_fast"] + agg["loads_slow"])
+    feats["ipc"] = agg["instructions"] / agg["cycles"].where(agg["cycles"] > 0)
+    return feats[list(FEATURE_NAMES)].astype(float)
+
+
+def fingerprint_frame(samples: pd.DataFrame, by: str | Sequence[str] | None = "trial_id", *,
+                      fast_nodes: Sequence[int] = (0,), mem_total_kb: float | None = None,
+                      skip_first: int = 0) -> pd.DataFrame:
+    """Fingerprints of groups of intervals (default: one per trial) of a ``samples_frame``.
+
+    Counters are summed over the group's intervals and divided by its total time, so a group of
+    many short intervals and one long interval give the same fingerprint. *skip_first* drops the
+    first intervals of each group (warm-up); *fast_nodes* are the fast-tier NUMA nodes;
+    *mem_total_kb* overrides the machine size when the samples lack per-node MemTotal.
+    Returns one row per group, columns :data:`FEATURE_NAMES`.
+    """
+    if by is None:
+        samples = samples.assign(_group=0)
+        by = "_group"
+    keys = [by] if isinstance(by, str) else list(by)
+    if skip_first > 0 and "seq" in samples:
+        samples = samples[samples["seq"] >= samples.groupby(keys)["seq"].transform("min") + skip_first]
+    canon = _canonical(samples, fast_nodes, mem_total_kb)
+    for k in keys:
+        canon[k] = samples[k].to_numpy()
+    grouped = canon.groupby(keys, sort=True)
+    sums = grouped[["dt", *_COUNTERS, *_PERF]].sum(min_count=1)
+    means = grouped[["mem_total_kb", "fast_free"]].mean()
+    return _features(pd.concat([sums, means], axis=1))
+
+
+def _sample_row(s: Any) -> dict[str, Any]:
+    if not isinstance(s, Mapping):
+        s = s.as_dict() if hasattr(s, "as_dict") else vars(s)
+    if "counters" not in s:  # already a flat samples_frame-style row
+        return dict(s)
+    row: dict[str, Any] = {"dt_s": s.get("interval_s", s.get("dt_s"))}
+    row.update(s.get("counters") or {})
+    for node, values in (s.get("nodes") or {}).items():
+        for key, value in (values or {}).items():
+            row[f"node{node}.{key}"] = value
+    for key, value in (s.get("perf") or {}).items():
+        row[key] = value
+    return row
+
+
+def fingerprint(samples: Iterable[Any], *, fast_nodes: Sequence[int] = (0,),
+                mem_total_kb: float | None = None) -> np.ndarray:
+    """The fingerprint of recent intervals: ``Sample`` objects, their dicts, or flat sample rows.
+
+    Returns a float vector in :data:`FEATURE_NAMES` order (NaN for what was not measurable).
+    """
+    rows = [_sample_row(s) for s in samples]
+    if not rows:
+        raise ValueError("a fingerprint needs at least one interval")
+    frame = pd.DataFrame.from_records(rows)
+    return fingerprint_frame(frame, by=None, fast_nodes=fast_nodes,
+                             mem_total_kb=mem_total_kb).to_numpy(float)[0]
+
+
+def as_dict(vector: Sequence[float]) -> dict[str, float | None]:
+    """A fingerprint vector as ``{feature: value}`` (None for NaN), e.g. for JSON."""
+    return {n: (None if not np.isfinite(v) else float(v)) for n, v in zip(FEATURE_NAMES, vector, strict=True)}
