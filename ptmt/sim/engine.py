@@ -193,7 +193,7 @@ class Engine:
     def _finish(self, t0: float, dt: float, cost: float, mig: list[float], promoted: int,
                 demoted: int) -> StepStats:
         b, w, m = self.behaviour, self.w, self.m
-        fast_share = float(np.dot(self.p, self.mem.fast_f))
+        fast_share = float((self.p * self.mem.fast_f).sum())  # no BLAS: its threads spin under load
         overhead = min(MAX_OVERHEAD, cost / (w.threads * dt))
         tp = solve(m, Demand(fast_share, b.intensity, b.mlp, b.read_ratio, prefetch_factor(b), overhead,
                              (mig[0] / dt, mig[1] / dt, mig[2] / dt, mig[3] / dt)))

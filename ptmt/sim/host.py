@@ -204,7 +204,7 @@ class SimHost:
     def fast_tier_access_ratio(self) -> float:
         """Share of memory accesses served by the fast tier over the last advance."""
         if not self.last:
-            return float(np.dot(self.engine.p, self.engine.mem.fast_f))
+            return float((self.engine.p * self.engine.mem.fast_f).sum())
         acc = sum(s.accesses_s * s.dt for s in self.last)
         return sum(s.fast_share * s.accesses_s * s.dt for s in self.last) / acc if acc else 0.0
 

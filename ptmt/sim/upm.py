@@ -25,6 +25,17 @@ LIMITS = {"hot_page_threshold": (1, 1000), "page_migration_interval": (1, 3600),
           "read_sample_period": (1, 10_000_000)}
 
 
+def poisson_sf(h: int, mu: np.ndarray) -> np.ndarray:
+    """P(N >= h) for N ~ Poisson(mu): whether a page collects ``h`` samples in an interval, without
+    drawing every page's count (the daemon only compares counts with ``h``)."""
+    term = np.exp(-mu)
+    cdf = term.copy()
+    for k in range(1, h):
+        term = term * mu / k
+        cdf += term
+    return 1.0 - cdf
+
+
 @dataclass
 class UpmState:
     enabled: bool = False
@@ -59,22 +70,26 @@ class UpmDaemon:
         interval = self.s.page_migration_interval
         self.s.next_migration = now + interval
         n = mem.n_alloc
-        counts = rng.poisson(self.expected[:n])
-        self.expected[:] = 0.0
         node = mem.node[:n]
-        hot = np.flatnonzero((node == SLOW) & (counts >= self.s.hot_page_threshold))
+        slow = np.flatnonzero(node == SLOW)
+        mu = self.expected[slow]
+        sel = rng.random(len(slow)) < poisson_sf(self.s.hot_page_threshold, mu)
+        hot, hot_counts = slow[sel], mu[sel]
         budget = int(migrate_frames_per_s(mem.m.frame_bytes) * interval)
-        hot = hot[np.argsort(-counts[hot], kind="stable")][:budget]
+        hot = hot[np.argsort(-hot_counts, kind="stable")][:budget]
         headroom = wm_high + int(UPM_HEADROOM * mem.capacity[FAST])
-        need = max(0, len(hot) + headroom - mem.free_fast)
+        need = min(max(0, len(hot) + headroom - mem.free_fast), budget, mem.free_slow)
         demoted = 0
         if need:
             fast = np.flatnonzero(node == FAST)
-            cold = fast[counts[fast] < self.s.hot_page_threshold]
-            cold = cold[np.argsort(counts[cold] + rng.random(len(cold)), kind="stable")]
-            victims = cold[: min(need, budget, mem.free_slow)]
-            mem.move(victims, SLOW)
-            demoted = len(victims)
+            mu = self.expected[fast]
+            cold = rng.random(len(fast)) >= poisson_sf(self.s.hot_page_threshold, mu)
+            fast, key = fast[cold], mu[cold] * (0.5 + rng.random(int(cold.sum())))
+            if need < len(fast):
+                fast = fast[np.argpartition(key, need - 1)[:need]]
+            mem.move(fast, SLOW)
+            demoted = len(fast)
+        self.expected[:] = 0.0
         room = max(0, mem.free_fast - wm_high)
         take, failed = hot[:room], hot[room:]
         mem.move(take, FAST)
