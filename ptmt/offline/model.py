@@ -3,7 +3,8 @@
 Fitting (from the performance database, one point per finished trial):
 
 1. Each trial's fingerprint (:mod:`ptmt.offline.fingerprint`, its intervals aggregated) is
-   standardised (training mean/std; NaN -> the mean) and multiplied by the square root of a
+   standardised (training mean/std; NaN -> the mean; a *query's* missing features are ignored by
+   the distance and taken from the nearest centroid) and multiplied by the square root of a
    per-feature weight: the feature importances of a random forest predicting log(objective)
    from the fingerprint (the original PTMT's "feature-importance weights"), floored so that no
    feature is ignored entirely by the outlier test.
@@ -166,8 +167,7 @@ class QueryModel:
         if x.shape != (len(FEATURE_NAMES),):
             raise ModelError(f"a fingerprint has {len(FEATURE_NAMES)} features, got shape {x.shape}")
         z = (x - self.a["mean"]) / self.a["scale"]
-        z = np.where(np.isfinite(z), z, 0.0)
-        return z * self._sqrt_w
+        return z * self._sqrt_w  # NaN where not measured: see query()
 
     def query(self, fp: Any, *, k: int | None = None, method: str | None = None) -> QueryResult:
         """Best known configuration for the workload whose fingerprint is *fp*."""
@@ -175,8 +175,13 @@ class QueryModel:
         k = k or int(self.meta["knn_k"])
         z = self.embed(fp)
         a = self.a
-        d_cent = np.sqrt(((a["centroids"] - z) ** 2).sum(axis=1))
+        seen = np.isfinite(z)
+        # features the query could not measure (no perf here, an older kernel): the distance
+        # uses the measured ones, and the missing ones are taken from the nearest centroid
+        diff = np.where(seen, a["centroids"] - np.where(seen, z, 0.0), 0.0)
+        d_cent = np.sqrt((diff ** 2).sum(axis=1))
         c = int(d_cent.argmin())
+        z = np.where(seen, z, a["centroids"][c])
         dist, thr = float(d_cent[c]), float(a["thresholds"][c])
         outlier = dist > thr
         tree = self._trees[c]
