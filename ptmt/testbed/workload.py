@@ -57,12 +57,8 @@ SYS_MIGRATE_PAGES = 256  # x86-64
 
 def read_vmstat() -> dict[str, int]:
     """The minimal reader: every ``/proc/vmstat`` counter."""
-    out = {}
     with open("/proc/vmstat") as f:
-        for line in f:
-            k, _, v = line.partition(" ")
-            out[k] = int(v)
-    return out
+        return parse_vmstat(f.read())
 
 
 def _cat(path: str) -> str:
@@ -171,16 +167,40 @@ def _spawn(mode: str, mb: int, seconds: float, ready: Path) -> subprocess.Popen[
 # ---------------------------------------------------------------------------------------------
 # the scenario
 # ---------------------------------------------------------------------------------------------
+def parse_vmstat(text: str) -> dict[str, int]:
+    out = {}
+    for line in text.splitlines():
+        k, _, v = line.partition(" ")
+        out[k] = int(v)
+    return out
+
+
 class TelemetryCheck:
-    """PTMT's own telemetry (``ptmt.telemetry.Telemetry``) sampled beside the minimal reader: its
-    per-interval deltas, summed, must equal the raw /proc/vmstat delta between the same two quiet
-    moments."""
+    """PTMT's own telemetry (``ptmt.telemetry.Telemetry``) checked against the kernel's /proc/vmstat.
+
+    The telemetry reads through a file layer that keeps every /proc/vmstat text it was given; the
+    check parses the first and last of those texts independently. The telemetry's per-interval
+    deltas, summed, must equal that raw delta exactly (reading the file twice, once per reader, would
+    differ by whatever the kernel did in between).
+    """
 
     def __init__(self) -> None:
         from ptmt.host import LinuxHost
+        from ptmt.kernelfs import OsFileIO
         from ptmt.telemetry import Telemetry
 
-        self.tel = Telemetry(LinuxHost())
+        texts = self.texts = []
+
+        class Recording(OsFileIO):
+            def read_text(self, path: Path) -> str:
+                text = super().read_text(path)
+                if str(path).endswith("/proc/vmstat"):
+                    texts.append(text)
+                return text
+
+        host = LinuxHost()
+        host.fs.io = Recording()
+        self.tel = Telemetry(host)
         self.total: dict[str, int] = {}
         self.intervals = 0
 
@@ -192,6 +212,10 @@ class TelemetryCheck:
         self.intervals += 1
         for k, v in s.counters.items():
             self.total[k] = self.total.get(k, 0) + v
+
+    def raw_delta(self) -> dict[str, int]:
+        first, last = parse_vmstat(self.texts[0]), parse_vmstat(self.texts[-1])
+        return {k: last[k] - first.get(k, 0) for k in last}
 
     def close(self) -> None:
         self.tel.close()
@@ -228,8 +252,7 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
         t_mig = time.monotonic()
         result["migrate_not_moved"] = migrate_pages(hot.pid, 0, 1)
         result["migrate_seconds"] = round(time.monotonic() - t_mig, 2)
-        # Both readers snapshot at quiet moments (hot set idle before, every worker gone after), so
-        # their deltas must agree exactly.
+        # Telemetry snapshots at quiet moments (hot set idle before, every worker gone after).
         if tel:
             _settle()
             tel.start()
@@ -256,14 +279,14 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
             cold.kill()
             cold.wait()
             _settle()
-            after_quiet = read_vmstat()
             tel.sample()
             tel.close()
+            raw = tel.raw_delta()
             result["telemetry"] = {
                 "intervals": tel.intervals,
+                "vmstat_reads": len(tel.texts),
                 "delta": {c: tel.total.get(c, 0) for c in COUNTERS if c in tel.total},
-                "vmstat_delta": {c: after_quiet.get(c, 0) - before.get(c, 0)
-                                 for c in COUNTERS if c in tel.total},
+                "vmstat_delta": {c: raw.get(c, 0) for c in COUNTERS if c in tel.total},
             }
         result["hot_passes"] = json.loads(out.decode() or "{}").get("passes")
         result["elapsed"] = round(time.monotonic() - t0, 2)

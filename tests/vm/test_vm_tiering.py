@@ -65,5 +65,8 @@ def test_telemetry_reads_vmstat_deltas(scenario):
     tel = scenario.get("telemetry")
     if not tel or "error" in tel:
         pytest.skip(f"ptmt telemetry not available in the guest: {tel and tel.get('error')}")
-    assert tel["delta"]["pgpromote_success"] > 0
+    # Summed per-interval deltas == the raw delta between the first and last /proc/vmstat texts the
+    # telemetry was given, and the interval covers the whole workload.
+    assert tel["intervals"] >= 2 and tel["vmstat_reads"] >= tel["intervals"] + 1
     assert tel["delta"] == tel["vmstat_delta"]
+    assert tel["delta"]["pgpromote_success"] >= scenario["delta"]["pgpromote_success"] > 0
