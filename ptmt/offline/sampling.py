@@ -20,7 +20,6 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
-from scipy.stats import qmc
 
 from ptmt.catalog import Catalog, Knob, Rule, Value
 from ptmt.errors import PtmtError
@@ -161,6 +160,8 @@ class Sampler:
         if strategy == "random":
             rng = np.random.default_rng([seed, skip])
             return rng.random((n, d))
+        from scipy.stats import qmc  # imported here: scipy.stats costs half a second at start-up
+
         engine: qmc.QMCEngine
         if strategy == "sobol":
             engine = qmc.Sobol(d, scramble=True, rng=seed)

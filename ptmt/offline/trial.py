@@ -17,6 +17,7 @@ A session never leaves knobs changed: the journal records every original before 
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import tempfile
 import time
@@ -26,8 +27,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ptmt.backends.base import Backend
-from ptmt.backends.registry import open_backend
-from ptmt.catalog import Value
+from ptmt.backends.registry import backend_for
+from ptmt.catalog import Value, load_catalog
 from ptmt.errors import PtmtError
 from ptmt.host import Host
 from ptmt.journal import Journal
@@ -90,14 +91,38 @@ def ipc(sample: Sample) -> float | None:
     return sample.perf["instructions"] / cycles if cycles and "instructions" in sample.perf else None
 
 
-def _restore_all(journal: Journal, host: Host) -> None:
+def _restore_all(journal: Journal, host: Host, backend: Backend | None = None) -> None:
+    """Put back every journaled original. With the session's *backend* at hand its entries are restored
+    through it (no catalog reloads: trials on the simulated machine take milliseconds); anything else goes
+    through ``ptmt.restore``."""
+    failed: list[str] = []
+    if backend is not None:
+        with journal.locked():
+            done = set()
+            for entry in reversed(journal.entries()):
+                if entry.backend != backend.name:
+                    continue
+                try:
+                    backend.restore_entry(entry)
+                    done.add(entry.key)
+                except PtmtError as e:
+                    failed.append(f"{entry.knob} ({e})")
+            journal.remove(done)
     report = restore(journal, lambda _platform, _root: host)
-    if report.failed:
-        names = ", ".join(f"{e.knob} ({why})" for e, why in report.failed)
-        raise PtmtError(f"could not restore {names}; originals kept in {journal.path} (run ptmt restore)")
+    failed += [f"{e.knob} ({why})" for e, why in report.failed]
+    if failed:
+        raise PtmtError(f"could not restore {', '.join(failed)}; originals kept in {journal.path} (run ptmt restore)")
 
 
 # ---- the simulated machine -------------------------------------------------------------------------
+
+
+def scratch_dir() -> str | None:
+    """Where a trial's throw-away machine lives: shared memory when there is some (a simulated trial
+    creates, fsyncs and deletes hundreds of small files), else the usual temporary directory."""
+    shm = "/dev/shm"
+    return shm if os.path.isdir(shm) and os.access(shm, os.W_OK | os.X_OK) else None
+
 
 
 class SimTrialSession:
@@ -113,6 +138,7 @@ class SimTrialSession:
         self.duration, self.interval, self.seed = duration, interval, seed
         self.sim_options = {k: v for k, v in (sim_options or {}).items() if v is not None and k != "seed"}
         self.catalog_dirs = catalog_dirs
+        self.catalog = load_catalog(backend, catalog_dirs)
         self.hooks = hooks or Hooks()
 
     def _host(self, root: Path, seed: int) -> Any:
@@ -123,16 +149,16 @@ class SimTrialSession:
                        persist=False, **self.sim_options)
 
     def run(self, knobs: Mapping[str, Value], repetition: int) -> Outcome:
-        tmp = Path(tempfile.mkdtemp(prefix="ptmt-trial-"))
+        tmp = Path(tempfile.mkdtemp(prefix="ptmt-trial-", dir=scratch_dir()))
         try:
             host = self._host(tmp / "machine", self.seed + repetition)
-            backend = open_backend(self.backend_name, host, self.catalog_dirs)
+            backend = backend_for(self.catalog, host)
             journal = Journal(tmp / "state")
             try:
                 backend.apply(backend.plan(dict(knobs), activate=True), journal)
                 return self._measure(host)
             finally:
-                _restore_all(journal, host)
+                _restore_all(journal, host, backend)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
 
@@ -167,11 +193,11 @@ class SimInRunSession:
                  hooks: Hooks | None = None) -> None:
         self.interval = interval
         self.hooks = hooks or Hooks()
-        self._tmp = Path(tempfile.mkdtemp(prefix="ptmt-inrun-"))
+        self._tmp = Path(tempfile.mkdtemp(prefix="ptmt-inrun-", dir=scratch_dir()))
         trial = SimTrialSession(backend, workload, duration=interval, interval=interval, seed=seed,
                                 sim_options=sim_options, catalog_dirs=catalog_dirs)
         self.host = trial._host(self._tmp / "machine", seed)
-        self.backend = open_backend(backend, self.host, catalog_dirs)
+        self.backend = backend_for(trial.catalog, self.host)
         self.journal = Journal(self._tmp / "state")
         self.backend.apply(self.backend.plan({}, activate=True), self.journal)
         self.telemetry = Telemetry(self.host)
@@ -192,7 +218,7 @@ class SimInRunSession:
 
     def close(self) -> None:
         try:
-            _restore_all(self.journal, self.host)
+            _restore_all(self.journal, self.host, self.backend)
         finally:
             shutil.rmtree(self._tmp, ignore_errors=True)
 
@@ -288,7 +314,7 @@ class HostTrialSession(_HostBase):
                 except CommandFailed as e:
                     log.warning("%s: %s", wl.name, e)
             finally:
-                _restore_all(self.journal, self.host)
+                _restore_all(self.journal, self.host, self.backend)
 
     def close(self) -> None:
         pass
@@ -347,4 +373,4 @@ class HostInRunSession(_HostBase):
                 log.warning("%s: %s", self.workload.name, e)
         finally:
             self.telemetry.close()
-            _restore_all(self.journal, self.host)
+            _restore_all(self.journal, self.host, self.backend)
