@@ -27,7 +27,8 @@ did not move is 0.
 
 Accepted inputs: ``Sample`` objects, their ``as_dict()`` form, or rows of
 ``Storage.samples_frame`` whose counter columns use the kernel's names, per-node memory as
-``node<N>.MemFree`` / ``node<N>.MemTotal`` (kB), and perf deltas as ``instructions``, ``cycles``,
+``node<N>.MemFree`` / ``node<N>.MemTotal`` (kB; a ``_kB`` suffix is accepted; the model fitter
+fills MemTotal from the host's recorded topology when samples lack it), and perf deltas as ``instructions``, ``cycles``,
 ``loads_fast``, ``loads_slow`` (optionally prefixed ``perf.``).
 """
 
@@ -65,7 +66,7 @@ _COUNTERS = ("numa_hint_faults", "numa_hint_faults_local", "numa_pte_updates", "
              "pgpromote_candidate", "pgdemote_kswapd", "pgdemote_direct", "pgmigrate_success",
              "numa_pages_migrated", "pgmigrate_fail")
 _PERF = ("instructions", "cycles", "loads_fast", "loads_slow")
-_NODE_RE = re.compile(r"^node(\d+)[._](MemFree|MemTotal)(?:_kb)?$")
+_NODE_RE = re.compile(r"^node(\d+)[._](MemFree|MemTotal)(?:_kb)?$", re.IGNORECASE)
 _KIB_PER_GIB = float(2**20)
 
 
@@ -92,7 +93,7 @@ def _canonical(frame: pd.DataFrame, fast_nodes: Sequence[int],
     for col in frame.columns:
         m = _NODE_RE.match(str(col))
         if m:
-            target = totals if m.group(2) == "MemTotal" else frees
+            target = totals if m.group(2).lower() == "memtotal" else frees
             target[int(m.group(1))] = pd.to_numeric(frame[col], errors="coerce").to_numpy(float)
     if mem_total_kb is not None:
         out["mem_total_kb"] = np.full(n, float(mem_total_kb))

@@ -75,18 +75,49 @@ def default_model_path(backend: str) -> Path:
 
 # ---------------------------------------------------------------------------------- data
 
+def _host_memory(db: Any) -> dict[int, tuple[dict[int, int], list[int]]]:
+    """Study id -> (MemTotal kB per node, fast-tier nodes) from the study's recorded host."""
+    from sqlalchemy import select
+
+    from ptmt.db.models import Host, Study
+
+    out: dict[int, tuple[dict[int, int], list[int]]] = {}
+    with db.engine.connect() as conn:
+        for sid, topology, tiers in conn.execute(
+                select(Study.id, Host.topology, Host.tiers).join(Host, Study.host_id == Host.id)):
+            totals = {int(n["id"]): int(n["mem_total_kb"])
+                      for n in (topology or {}).get("nodes", [])
+                      if n.get("mem_total_kb") is not None}
+            fast: list[int] = []
+            if tiers:  # the tier with the lowest id holds the fastest memory
+                first = min(tiers, key=lambda t: int(t))
+                fast = [int(n) for n in tiers[first]]
+            out[int(sid)] = (totals, fast)
+    return out
+
+
 def load_table(db: Any, backend: str, catalog_hash: str | None, *,
-               fast_nodes: Sequence[int] = (0,)) -> pd.DataFrame:
+               fast_nodes: Sequence[int] | None = None) -> pd.DataFrame:
     """One row per finished trial: fingerprint features, ``perf`` (higher is better), workload,
-    configuration hash, knob columns, and ``n_samples``."""
+    configuration hash, knob columns, and ``n_samples``. Samples without per-node MemTotal get it
+    from the study's recorded host topology; the fast-tier nodes are *fast_nodes* or the host's
+    first memory tier (node 0 when unknown)."""
     trials = load_trials(db, backend, catalog_hash=catalog_hash)
+    hosts = _host_memory(db)
     feats = []
     counts = []
     for sid in sorted(trials["study_id"].unique()):
         samples = db.samples_frame(study=int(sid))
         if samples.empty:
             continue
-        feats.append(fingerprint_frame(samples, "trial_id", fast_nodes=fast_nodes))
+        totals, host_fast = hosts.get(int(sid), ({}, []))
+        for node, kb in totals.items():
+            has = any(str(c).lower() in (f"node{node}.memtotal", f"node{node}.memtotal_kb")
+                      for c in samples.columns)
+            if not has:
+                samples[f"node{node}.MemTotal"] = kb
+        fast = list(fast_nodes) if fast_nodes is not None else (host_fast or [0])
+        feats.append(fingerprint_frame(samples, "trial_id", fast_nodes=fast))
         counts.append(samples.groupby("trial_id").size())
     if not feats:
         raise ModelError(f"the trials of backend {backend} have no telemetry samples")
@@ -475,7 +506,7 @@ def fit_table(table: pd.DataFrame, *, backend: str, catalog_hash: str,
 
 def fit(db: Any, backend: str, catalog: Any, *, method: str = DEFAULT_METHOD,
         n_clusters: int | None = None, knn_k: int = 15, seed: int = 0,
-        fast_nodes: Sequence[int] = (0,), evaluate_methods: bool = False) -> QueryModel:
+        fast_nodes: Sequence[int] | None = None, evaluate_methods: bool = False) -> QueryModel:
     """Fit the query model of *backend* from the database (trials recorded with *catalog*'s hash)."""
     t0 = time.perf_counter()
     try:
@@ -491,8 +522,8 @@ def fit(db: Any, backend: str, catalog: Any, *, method: str = DEFAULT_METHOD,
                                        knn_k=knn_k, seed=seed)
     return fit_table(table, backend=backend, catalog_hash=catalog.hash,
                      knob_names=list(catalog.knobs), defaults=catalog.defaults(), method=method,
-                     n_clusters=n_clusters, knn_k=knn_k, seed=seed, fast_nodes=fast_nodes,
-                     extra_meta=extra)
+                     n_clusters=n_clusters, knn_k=knn_k, seed=seed,
+                     fast_nodes=fast_nodes if fast_nodes is not None else (0,), extra_meta=extra)
 
 
 # ---------------------------------------------------------------------------------- evaluation
