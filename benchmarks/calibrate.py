@@ -35,6 +35,10 @@ GRIDS: dict[str, list[tuple[str, list[str]]]] = {
 }
 
 
+#: Built-in workloads that need a machine of their own (not part of the sweep on the default machine).
+FIXTURES = {"testbed-hot-on-slow"}
+
+
 def configs(backend: str) -> list[dict[str, str]]:
     names = [n for n, _ in GRIDS[backend]]
     return [dict(zip(names, values)) for values in itertools.product(*(v for _, v in GRIDS[backend]))]
@@ -50,7 +54,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--duration", type=float, default=300)
     ap.add_argument("--jobs", type=int, default=os.cpu_count() or 1)
-    ap.add_argument("--workloads", default=",".join(builtin_names("workloads")))
+    ap.add_argument("--workloads", default=",".join(n for n in builtin_names("workloads") if n not in FIXTURES))
     ap.add_argument("--backends", default=",".join(GRIDS))
     ap.add_argument("--json", dest="json_out")
     args = ap.parse_args()

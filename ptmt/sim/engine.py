@@ -61,7 +61,7 @@ class Engine:
                 f"({machine.fast.capacity_gb} + {machine.slow.capacity_gb} GiB); use --fast-gb/--slow-gb "
                 "or a smaller footprint")
         self.mem = Memory(machine, max_frames)
-        self.access = AccessModel(max_frames, self.rng)
+        self.access = AccessModel(max_frames, self.rng, workload.layout)
         self.numa = NumaBalancing()
         self.kswapd = Kswapd()
         self.colloid = Colloid()
@@ -136,6 +136,7 @@ class Engine:
         t0, t1 = self.t, self.t + dt
         self._phase(t0, dt, knobs)
         mem, m, rng = self.mem, self.m, self.rng
+        share_before = float((self.p * mem.fast_f).sum())
         lam = self.accesses_s * self.p
         wm = self.watermarks(knobs)
         fb = m.frame_bytes
@@ -188,12 +189,14 @@ class Engine:
         mig[2] += promoted * fb
         mig[0] += demoted * fb
         mig[3] += demoted * fb
-        return self._finish(t0, dt, cost, mig, promoted, demoted)
+        return self._finish(t0, dt, cost, mig, promoted, demoted, share_before)
 
     def _finish(self, t0: float, dt: float, cost: float, mig: list[float], promoted: int,
-                demoted: int) -> StepStats:
+                demoted: int, share_before: float) -> StepStats:
         b, w, m = self.behaviour, self.w, self.m
-        fast_share = float((self.p * self.mem.fast_f).sum())  # no BLAS: its threads spin under load
+        # migrations happen during the step: charge it the mean of the placements before and after
+        # (elementwise product and sum, not np.dot: BLAS threads spin when the machine is loaded)
+        fast_share = 0.5 * (share_before + float((self.p * self.mem.fast_f).sum()))
         overhead = min(MAX_OVERHEAD, cost / (w.threads * dt))
         tp = solve(m, Demand(fast_share, b.intensity, b.mlp, b.read_ratio, prefetch_factor(b), overhead,
                              (mig[0] / dt, mig[1] / dt, mig[2] / dt, mig[3] / dt)))

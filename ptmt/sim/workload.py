@@ -55,6 +55,7 @@ class WorkloadSpec:
     accesses_per_op: float = 1.0
     instructions_per_access: float = 40.0
     repeat_phases: bool = True
+    layout: str = "scattered"  #: where first touch puts the hot ranks: scattered | hot_last | hot_first
     description: str = ""
     source: str = ""
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
@@ -112,7 +113,7 @@ def workload_from_dict(data: dict[str, Any], source: str | Path = "<workload>") 
         phases.append(Phase(float("inf"), base, 0.0, top_growth))
     known = {f.name for f in fields(WorkloadSpec)}
     extra = {k: data[k] for k in ("threads", "accesses_per_op", "instructions_per_access",
-                                  "repeat_phases", "description", "source") if k in data and k in known}
+                                  "repeat_phases", "layout", "description", "source") if k in data and k in known}
     return WorkloadSpec(name=data["name"], footprint_gb=float(data["footprint_gb"]), base=base,
                         phases=tuple(phases), raw=dict(data), **extra)
 
@@ -132,10 +133,15 @@ class AccessModel:
     ``rank_to_frame`` scatters popularity ranks over addresses; a phase ``shift`` swaps that fraction of
     the hot ranks with random colder ranks, so the hot set moves while its size stays."""
 
-    def __init__(self, max_frames: int, rng: np.random.Generator) -> None:
+    def __init__(self, max_frames: int, rng: np.random.Generator, layout: str = "scattered") -> None:
         self.max_frames = max_frames
         self.rng = rng
-        self.rank_to_frame = rng.permutation(max_frames)
+        if layout == "hot_last":  # cold data touched first fills the fast node; the hot set lands on slow
+            self.rank_to_frame = np.arange(max_frames)[::-1].copy()
+        elif layout == "hot_first":
+            self.rank_to_frame = np.arange(max_frames)
+        else:
+            self.rank_to_frame = rng.permutation(max_frames)
 
     def shift(self, fraction: float, hot_ranks: int) -> None:
         if fraction <= 0 or hot_ranks <= 0 or hot_ranks >= self.max_frames:
