@@ -13,6 +13,14 @@ from ptmt.testbed import fidelity
 
 pytestmark = pytest.mark.vm
 CASES = {c.id: c for c in fidelity.CASES}
+#: Cases where the simulated machine is known to disagree with the kernel (measured figures in
+#: docs/testbed.md). Remove an entry once the simulator is fixed; until then the test reports XFAIL
+#: (or XPASS when it starts agreeing).
+KNOWN_SIM_DISAGREEMENTS = {
+    "scan_size_mb:numa_pte_updates": "the simulator scans more with a bigger window; the kernel "
+                                     "scans a small window so much more often that it unmaps more",
+    "scan_size_mb:numa_hint_faults": "follows from the numa_pte_updates disagreement",
+}
 
 
 @pytest.fixture(scope="module")
@@ -25,10 +33,7 @@ def sim():
     why = fidelity.sim_available()
     if why:
         pytest.skip(f"simulated machine not available: {why}")
-    try:
-        return fidelity.run_sim()
-    except NotImplementedError as e:
-        pytest.skip(str(e))
+    return fidelity.run_sim()
 
 
 @pytest.mark.parametrize("case_id", list(CASES))
@@ -38,7 +43,9 @@ def test_real_kernel_moves_counter_as_mechanism_predicts(real, case_id):
     assert fidelity.direction(real, c) == c.expect, f"{c.why}: {c.counter} {lo} -> {hi}"
 
 
-@pytest.mark.parametrize("case_id", list(CASES))
+@pytest.mark.parametrize("case_id", [
+    pytest.param(c, marks=pytest.mark.xfail(reason=KNOWN_SIM_DISAGREEMENTS[c], strict=False))
+    if c in KNOWN_SIM_DISAGREEMENTS else c for c in CASES])
 def test_simulator_moves_counter_like_the_kernel(real, sim, case_id):
     c = CASES[case_id]
     assert fidelity.direction(sim, c) == fidelity.direction(real, c), fidelity.markdown(real, sim, (c,))
