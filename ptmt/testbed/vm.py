@@ -10,6 +10,7 @@ at the same paths. A run has a hard timeout; the emulator is killed when it expi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import re
@@ -19,7 +20,8 @@ import subprocess
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -213,12 +215,42 @@ class TierVM:
             raise ValueError("empty command")
         accel, why = choose_accel(self.setup.qemu)
         self.log(f"accel={accel}: {why}")
-        result = self._boot(accel, argv, timeout, cwd, env, outdir, on_console)
-        if accel == "kvm" and result.boot_seconds is None and not result.timed_out:
-            _remember_kvm_failure(result.error or "no boot")
-            self.log(f"boot with KVM failed ({result.error}); retrying with software emulation")
-            result = self._boot("tcg", argv, timeout, cwd, env, None, on_console)
+        with self._one_guest_at_a_time(timeout):
+            result = self._boot(accel, argv, timeout, cwd, env, outdir, on_console)
+            if accel == "kvm" and result.boot_seconds is None and not result.timed_out:
+                _remember_kvm_failure(result.error or "no boot")
+                self.log(f"boot with KVM failed ({result.error}); retrying with software emulation")
+                result = self._boot("tcg", argv, timeout, cwd, env, None, on_console)
         return result
+
+    @contextmanager
+    def _one_guest_at_a_time(self, timeout: float) -> Iterator[None]:
+        """Guests of every process sharing this cache take turns (``$PTMT_TIERVM_PARALLEL=1`` lets them
+        run side by side): under emulation two guests on a small machine slow each other past their
+        timeouts. Waits at most ``timeout`` for the turn."""
+        if os.environ.get("PTMT_TIERVM_PARALLEL") == "1":
+            yield
+            return
+        path = cache_dir() / "vm.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w") as f:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise TestbedUnavailable(
+                            f"another testbed guest kept {path} for {timeout:.0f}s") from None
+                    if not getattr(self, "_told_wait", False):
+                        self.log("waiting for another testbed guest to finish")
+                        self._told_wait = True
+                    time.sleep(1)
+            try:
+                yield
+            finally:
+                fcntl.flock(f, fcntl.LOCK_UN)
 
     def _boot(self, accel, argv, timeout, cwd, env, outdir, on_console) -> RunResult:  # noqa: ANN001
         if outdir is None:

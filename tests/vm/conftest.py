@@ -18,14 +18,16 @@ import pytest
 from ptmt.testbed import TestbedUnavailable, TierVM, Topology, ensure_setup
 from ptmt.testbed.provision import host_supported, missing_packages
 
-pytestmark = pytest.mark.vm
-
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the guest tests ``vm`` and run them after everything else, so the fast tests report first."""
     here = Path(__file__).parent
-    for item in items:
-        if Path(str(item.fspath)).is_relative_to(here):
-            item.add_marker(pytest.mark.vm)
+    guest = [i for i in items if Path(str(i.fspath)).is_relative_to(here)]
+    for item in guest:
+        item.add_marker(pytest.mark.vm)
+    if guest and len(guest) < len(items):
+        ids = {id(i) for i in guest}
+        items[:] = [i for i in items if id(i) not in ids] + guest
 
 
 @pytest.fixture(scope="session")
