@@ -21,6 +21,8 @@ from ptmt.sim.reclaim import migrate_frames_per_s
 
 #: Free fast memory the daemon keeps, as a fraction of the node. *assumption* (UPM's own default unknown)
 UPM_HEADROOM = 0.02
+#: A fast page is demoted to make room only if the incoming page is this much hotter. *assumption*
+UPM_SWAP_MARGIN = 1.5
 LIMITS = {"hot_page_threshold": (1, 1000), "page_migration_interval": (1, 3600),
           "read_sample_period": (1, 10_000_000)}
 
@@ -76,19 +78,26 @@ class UpmDaemon:
         sel = rng.random(len(slow)) < poisson_sf(self.s.hot_page_threshold, mu)
         hot, hot_counts = slow[sel], mu[sel]
         budget = int(migrate_frames_per_s(mem.m.frame_bytes) * interval)
-        hot = hot[np.argsort(-hot_counts, kind="stable")][:budget]
+        order = np.argsort(-hot_counts, kind="stable")[:budget]
+        hot, hot_mu = hot[order], hot_counts[order]
         headroom = wm_high + int(UPM_HEADROOM * mem.capacity[FAST])
         need = min(max(0, len(hot) + headroom - mem.free_fast), budget, mem.free_slow)
         demoted = 0
         if need:
+            # victims: the least-sampled fast pages; each must be colder than the page it makes room
+            # for (by a margin, against ping-pong), or below the hot threshold for the headroom
             fast = np.flatnonzero(node == FAST)
-            mu = self.expected[fast]
-            cold = rng.random(len(fast)) >= poisson_sf(self.s.hot_page_threshold, mu)
-            fast, key = fast[cold], mu[cold] * (0.5 + rng.random(int(cold.sum())))
-            if need < len(fast):
-                fast = fast[np.argpartition(key, need - 1)[:need]]
-            mem.move(fast, SLOW)
-            demoted = len(fast)
+            key = self.expected[fast] * (0.5 + rng.random(len(fast)))
+            k = min(need, len(fast))
+            pick = np.argpartition(key, k - 1)[:k] if k < len(fast) else np.arange(len(fast))
+            pick = pick[np.argsort(key[pick], kind="stable")]
+            victims, vkey = fast[pick], key[pick]
+            rival = np.zeros(len(victims))
+            rival[: min(len(hot), len(victims))] = hot_mu[: len(victims)]
+            ok = (vkey < self.s.hot_page_threshold) | (rival > UPM_SWAP_MARGIN * vkey)
+            victims = victims[ok]
+            mem.move(victims, SLOW)
+            demoted = len(victims)
         self.expected[:] = 0.0
         room = max(0, mem.free_fast - wm_high)
         take, failed = hot[:room], hot[room:]

@@ -1,0 +1,76 @@
+"""Policy details beyond the headline directions: modes 1/3, TPP headroom, UPM through its backend,
+growth and phase shifts."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from ptmt.sim.host import SimHost
+from ptmt.sim.runner import apply_backend, run
+
+SMALL = {"fast_gb": 2, "slow_gb": 4, "footprint_gb": 4}
+
+
+def _host(tmp: str, backend: str = "autonuma", workload: str = "silo-ycsb", **kw) -> SimHost:
+    from ptmt.sim.knobs import kernel_for_backend
+
+    return SimHost(Path(tmp) / "m", workload=workload, kernel=kernel_for_backend(backend), persist=False,
+                   **{**SMALL, **kw})
+
+
+def test_mode1_migrates_without_pgpromote_and_counts_local_faults():
+    with tempfile.TemporaryDirectory() as tmp:
+        h = _host(tmp, footprint_gb=1.5)  # fits in the fast node: classic balancing has room
+        h.fs.write("/proc/sys/kernel/numa_balancing", "1")
+        h.advance(60)
+        c = h.counters()
+        assert c["numa_hint_faults_local"] > 0
+        assert c["pgpromote_success"] == 0
+
+
+def test_mode3_scans_fast_pages_too():
+    two = run("autonuma", "silo-ycsb", duration=60, **SMALL)
+    three = run("autonuma", "silo-ycsb", duration=60, settings={"numa_balancing": "3"}, **SMALL)
+    assert two.counters["numa_hint_faults_local"] == 0
+    assert three.counters["numa_hint_faults_local"] > 0
+    assert three.counters["pgpromote_success"] > 0
+
+
+def test_tpp_demote_scale_factor_keeps_headroom():
+    low = run("tpp", "silo-ycsb", duration=60, interval=20, settings={"demote_scale_factor": "50"}, **SMALL)
+    high = run("tpp", "silo-ycsb", duration=60, interval=20, settings={"demote_scale_factor": "800"}, **SMALL)
+    assert high.intervals[-1].free_fast_mb > 2 * low.intervals[-1].free_fast_mb
+    assert high.counters["pgdemote_kswapd"] > low.counters["pgdemote_kswapd"]
+
+
+def test_upm_through_its_backend_promotes_with_move_pages():
+    r = run("upm", "gups", duration=60, **SMALL)
+    assert r.config["numa_balancing"] == "0"
+    assert r.counters["pgmigrate_success"] > 0
+    assert r.counters["pgpromote_success"] == 0 and r.counters["numa_hint_faults"] == 0
+    lazy = run("upm", "gups", duration=60, settings={"read_sample_period": "100000", "hot_page_threshold": "10"},
+               **SMALL)
+    assert lazy.counters["pgmigrate_success"] < r.counters["pgmigrate_success"]
+
+
+def test_upm_state_survives_backend_apply_in_another_host():
+    with tempfile.TemporaryDirectory() as tmp:
+        from ptmt.sim.knobs import kernel_for_backend
+
+        h = SimHost(Path(tmp) / "m", workload="gups", kernel=kernel_for_backend("upm"), **SMALL)
+        apply_backend(h, "upm", {"hot_page_threshold": "4"}, Path(tmp) / "state")
+        again = SimHost(Path(tmp) / "m")
+        status = again.upm_transport("127.0.0.1", 10086).request(f"status -p {again.workload_pid}")
+        assert "enabled=1" in status and "h=4" in status
+
+
+def test_growth_and_phase_shift():
+    with tempfile.TemporaryDirectory() as tmp:
+        h = _host(tmp, workload="gups-growth", fast_gb=4, slow_gb=12, footprint_gb=2)
+        before = h.engine.mem.n_alloc
+        h.advance(30)
+        assert h.engine.mem.n_alloc > before
+        p_before = h.engine.p.copy()
+        h.advance(100)  # past the 120 s phase boundary: the hot set moves
+        assert (abs(h.engine.p - p_before).sum()) > 0.5
