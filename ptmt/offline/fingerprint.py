@@ -29,7 +29,7 @@ Accepted inputs: ``Sample`` objects, their ``as_dict()`` form, or rows of
 ``Storage.samples_frame`` whose counter columns use the kernel's names, per-node memory as
 ``node<N>.MemFree`` / ``node<N>.MemTotal`` (kB; a ``_kB`` suffix is accepted; the model fitter
 fills MemTotal from the host's recorded topology when samples lack it), and perf deltas as ``instructions``, ``cycles``,
-``loads_fast``, ``loads_slow`` (optionally prefixed ``perf.``).
+``loads_fast``, ``loads_slow`` (optionally prefixed ``perf.`` and/or ``mem_``).
 """
 
 from __future__ import annotations
@@ -86,7 +86,8 @@ def _canonical(frame: pd.DataFrame, fast_nodes: Sequence[int],
     for c in _COUNTERS:
         out[c] = pd.to_numeric(frame[c], errors="coerce").to_numpy(float) if c in frame else nan
     for p in _PERF:
-        col = p if p in frame else f"perf.{p}" if f"perf.{p}" in frame else None
+        spellings = (p, f"perf.{p}", f"mem_{p}", f"perf.mem_{p}")
+        col = next((c for c in spellings if c in frame), None)
         out[p] = pd.to_numeric(frame[col], errors="coerce").to_numpy(float) if col else nan
     totals: dict[int, np.ndarray] = {}
     frees: dict[int, np.ndarray] = {}

@@ -330,7 +330,10 @@ def load_model(path: str | Path, *, backend: str | None = None,
 # ---------------------------------------------------------------------------------- fitting
 
 def _standardise(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    with np.errstate(all="ignore"):
+    import warnings
+
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # features nobody measured: all NaN
         mean = np.nanmean(X, axis=0)
         std = np.nanstd(X, axis=0)
     mean = np.where(np.isfinite(mean), mean, 0.0)
