@@ -22,6 +22,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from ptmt.db import open_storage
 from ptmt.db.storage import worker_id
@@ -43,11 +44,14 @@ def _plan(url: str, trials: int) -> int:
         return study.id
 
 
-def _record(url: str, study: int, samples: int, out: mp.Queue) -> None:
+def _record(url: str, study: int, samples: int, ready: Any, go: Any, out: mp.Queue) -> None:
     rng = random.Random(os.getpid())
     n = 0
     with open_storage(url, create=False) as db:
         me = worker_id()
+        db.progress(study)  # connected and warm before the clock starts
+        ready.release()
+        go.wait()
         while (trial := db.claim_trial(study, worker=me)) is not None:
             rows = [{"seq": s, "t_s": s + 1.0, "dt_s": 1.0, "objective": rng.random() * 1e6,
                      "counters": {c: rng.randint(0, 10**6) for c in COUNTERS}} for s in range(samples)]
@@ -62,10 +66,14 @@ def measure(url: str, trials: int, samples: int, writers: int) -> tuple[float, i
     study = _plan(url, trials)
     ctx = mp.get_context("spawn")
     q: mp.Queue = ctx.Queue()
-    procs = [ctx.Process(target=_record, args=(url, study, samples, q)) for _ in range(writers)]
-    t0 = time.perf_counter()
+    ready, go = ctx.Semaphore(0), ctx.Event()
+    procs = [ctx.Process(target=_record, args=(url, study, samples, ready, go, q)) for _ in range(writers)]
     for p in procs:
         p.start()
+    for _ in procs:  # process start-up (imports, connecting) is not what is measured
+        ready.acquire()
+    t0 = time.perf_counter()
+    go.set()
     done = sum(q.get() for _ in procs)
     for p in procs:
         p.join()

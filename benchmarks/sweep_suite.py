@@ -61,10 +61,10 @@ def main() -> None:
     trials = sum(s.counts["done"] + s.counts["failed"] for _, s in rows)
     print(f"backend {args.backend}: {len(workloads)} workloads x {args.configs} configurations, "
           f"{args.duration:g} simulated s per trial, {args.workers} worker processes")
-    print(f"{'workload':<16}{'done':>6}{'failed':>8}{'default':>12}{'best':>12}{'gain':>8}")
+    print(f"{'workload':<20}{'done':>6}{'failed':>8}{'default':>12}{'best':>12}{'gain':>8}")
     for w, s in rows:
         gain = f"{s.gain:+.1%}" if s.gain is not None else "-"
-        print(f"{w:<16}{s.counts['done']:>6}{s.counts['failed']:>8}{s.default or 0:>12.4g}{s.best or 0:>12.4g}{gain:>8}")
+        print(f"{w:<20}{s.counts['done']:>6}{s.counts['failed']:>8}{s.default or 0:>12.4g}{s.best or 0:>12.4g}{gain:>8}")
     print(f"planning {t_plan:.1f} s; total {wall:.1f} s for {trials} trials "
           f"({trials / wall:.1f} trials/s; target: <= 120 s)")
 

@@ -22,7 +22,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -534,7 +534,3 @@ def _run_workers(p: Prepared, db: Storage, stop: StopFlag, bar: StudyProgress) -
     if failed and not stop:
         raise PtmtError(f"{len(failed)} worker process(es) failed (exit {failed}); rerun the command to resume")
     return ran
-
-
-def options_dict(opts: ProfileOptions) -> dict[str, Any]:
-    return asdict(opts)
