@@ -351,9 +351,14 @@ def work(p: Prepared, db: Storage, stop: StopFlag, on_trial: Callable[[Outcome],
                 break
             beat.trial, beat._last = trial.id, time.monotonic()
             knobs = db.get_configuration(trial.configuration_id).knobs
-            try:
-                if session is None:
+            if session is None:
+                try:
                     session = _session(p, hooks)
+                except BaseException as e:  # cannot measure at all here: give the trial back
+                    db.interrupt_trial(trial.id, f"not started: {e}")
+                    db.requeue(p.study_id)
+                    raise
+            try:
                 outcome = session.run(knobs, trial.repetition)
             except (Interrupted, KeyboardInterrupt):
                 db.interrupt_trial(trial.id, "interrupted by signal")

@@ -167,3 +167,19 @@ def test_sigterm_restores_knobs_marks_interrupted_and_resumes(machine):
     with open_storage(machine["db"]) as db:
         assert db.progress(study_id)["done"] == 5
     assert knob_files(machine["root"]) == before
+
+
+def test_an_earlier_apply_in_the_journal_stops_the_study_before_any_trial(machine):
+    from ptmt.errors import PtmtError
+    from ptmt.journal import Entry, Journal
+
+    journal = Journal(machine["state"])
+    with journal.locked():
+        journal.record([Entry("autonuma", "scan_size_mb", "linux", str(machine["root"]),
+                              "/sys/kernel/debug/sched/numa_balancing/scan_size_mb", "256")])
+    with pytest.raises(PtmtError, match="run `ptmt restore` first"):
+        run_profile(options(machine, budget=3))
+    with open_storage(machine["db"]) as db:
+        (study_id,) = db.studies_frame()["study_id"]
+        assert db.progress(study_id)["pending"] == 3
+    assert not machine["log"].exists()
