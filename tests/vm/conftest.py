@@ -3,13 +3,14 @@
 These tests boot Debian's 6.12 kernel in QEMU with a CPU-less slow node in a lower memory tier and run
 checks inside it (see docs/testbed.md). The set-up installs what it needs from apt on first use.
 ``PTMT_TIERVM=skip`` skips them on purpose; a host that cannot run them at all (not Linux/x86-64, or
-not root with the packages missing) skips them with the reason; a set-up that should work but fails
-(no package reachable, a broken kernel package) fails them with the set-up's message.
+packages missing with no apt-get or not root) skips them with the reason; a set-up that should work
+but fails (no package reachable, a broken kernel package) fails them with the set-up's message.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import sys
 from pathlib import Path
 
@@ -38,8 +39,11 @@ def tiervm_setup():
     if why:
         pytest.skip(why)
     missing = missing_packages()
+    if missing and shutil.which("apt-get") is None:
+        pytest.skip(f"guest tests need {' '.join(missing)} and this host has no apt-get to install them")
     if missing and os.geteuid() != 0:
-        pytest.skip(f"guest tests need {' '.join(missing)} and installing them needs root")
+        pytest.skip(f"guest tests need {' '.join(missing)} and installing them needs root "
+                    f"(sudo apt-get install {' '.join(missing)}, or run as root)")
     try:
         return ensure_setup()
     except TestbedUnavailable as e:

@@ -26,8 +26,10 @@ def scenario(tiervm, guest_python, repo_root, tmp_path_factory):
 
 def _tier_of(tiers: dict[str, str], node: str) -> int:
     for name, nodelist in tiers.items():
-        if node in nodelist.split(","):
-            return int(name.removeprefix("memory_tier"))
+        for part in nodelist.split(","):
+            lo, _, hi = part.partition("-")
+            if part and int(lo) <= int(node) <= int(hi or lo):
+                return int(name.removeprefix("memory_tier"))
     raise AssertionError(f"node {node} in no tier: {tiers}")
 
 
