@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -162,5 +162,5 @@ def markdown(real: dict[str, dict[str, int]], sim: dict[str, dict[str, int]] | N
     return "\n".join(lines) + "\n"
 
 
-__all__ = ["CASES", "Case", "WORKLOAD", "asdict", "direction", "markdown", "run_real", "run_sim",
+__all__ = ["CASES", "Case", "WORKLOAD", "direction", "markdown", "run_real", "run_sim",
            "settings_runs", "sim_available"]

@@ -22,7 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ptmt.testbed.provision import Setup, TestbedUnavailable, cache_dir, ensure_setup
@@ -342,4 +342,4 @@ def run(argv: Sequence[str], topology: Topology | None = None, **kw) -> RunResul
     return TierVM(topology, **runner_kw).run(argv, **kw)
 
 
-__all__ = ["RunResult", "TierVM", "Topology", "TestbedUnavailable", "choose_accel", "run", "asdict"]
+__all__ = ["RunResult", "TierVM", "Topology", "TestbedUnavailable", "choose_accel", "run"]
