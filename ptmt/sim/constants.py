@@ -53,6 +53,10 @@ KERNEL_MIGRATE_FACTOR = 0.8
 #: migration). *assumption*
 KSWAPD_APP_SHARE = 0.25
 UPM_APP_SHARE = 0.5
+#: A page under migration is unmapped (migration entry): every access to it during the copy waits
+#: (migration_entry_wait). Expected stall per migrated frame = copy time / 2 x accesses arriving during
+#: the copy, at most one per other thread. Hot THPs touched by all threads make migration expensive.
+MIGRATION_STALL_SHARE = 0.5
 #: One PEBS sample: microcode assist plus buffer drain on the sampled thread. ~0.25 us. *assumption*
 #: (PEBS assist costs of 100s of ns are reported by HeMem, SOSP'21, and MEMTIS, SOSP'23.)
 PEBS_SAMPLE_COST_S = 0.25e-6

@@ -137,6 +137,7 @@ class Engine:
         self._phase(t0, dt, knobs)
         mem, m, rng = self.mem, self.m, self.rng
         share_before = float((self.p * mem.fast_f).sum())
+        mem.moved = []
         lam = self.accesses_s * self.p
         wm = self.watermarks(knobs)
         fb = m.frame_bytes
@@ -185,11 +186,20 @@ class Engine:
         promoted += up
         demoted += down
         self.kswapd.observe(demoted, dt)
+        cost += self._migration_stall(lam, kcost)
         mig[1] += promoted * fb
         mig[2] += promoted * fb
         mig[0] += demoted * fb
         mig[3] += demoted * fb
         return self._finish(t0, dt, cost, mig, promoted, demoted, share_before)
+
+    def _migration_stall(self, lam: np.ndarray, copy_s: float) -> float:
+        """Thread-seconds the workload waits on pages while they are being migrated."""
+        if not self.mem.moved:
+            return 0.0
+        idx = np.concatenate(self.mem.moved)
+        waiting = np.minimum(self.w.threads - 1, lam[idx] * copy_s)
+        return float(C.MIGRATION_STALL_SHARE * copy_s * waiting.sum())
 
     def _finish(self, t0: float, dt: float, cost: float, mig: list[float], promoted: int,
                 demoted: int, share_before: float) -> StepStats:

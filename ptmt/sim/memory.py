@@ -56,6 +56,7 @@ class Memory:
         self.faulted_once = np.zeros(n, dtype=bool)  # two-stage filter of classic NUMA balancing
         self.n_alloc = 0
         self.used = [0, 0]
+        self.moved: list[np.ndarray] = []  #: frames migrated during the current step (for their stall cost)
         self.counters = Counters()
 
     @property
@@ -88,6 +89,7 @@ class Memory:
         if not len(idx):
             return
         frm = 1 - to
+        self.moved.append(np.asarray(idx))
         self.node[idx] = to
         self.fast_f[idx] = 1.0 if to == FAST else 0.0
         self.used[frm] -= len(idx)

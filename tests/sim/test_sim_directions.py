@@ -57,9 +57,11 @@ def test_higher_watermark_scale_factor_more_demotion_more_free_fast():
 
 
 def test_uniform_random_gains_little():
-    base = run("autonuma", "uniform-random", duration=120, **SMALL)
+    # No placement helps uniform access: no configuration beats the better of "no tiering" and the
+    # defaults by much (eager defaults may lose to no tiering through churn; that is not a gain).
+    base = max((run("autonuma", "uniform-random", duration=120, **SMALL),
+                run("none", "uniform-random", duration=120, **SMALL)), key=mean_ops)
     others = [
-        run("none", "uniform-random", duration=120, **SMALL),
         run("autonuma", "uniform-random", duration=120, settings={"numa_balancing_promote_rate_limit_MBps": "64"},
             **SMALL),
         run("autonuma", "uniform-random", duration=120, settings={"scan_period_max_ms": "2000"}, **SMALL),
