@@ -25,11 +25,12 @@ from ptmt.sim.specs import builtin_names  # noqa: E402
 
 RATE = ("numa_balancing_promote_rate_limit_MBps", ["64", "256", "1024", "65536"])
 SCAN_MAX = ("scan_period_max_ms", ["1000", "5000", "20000", "60000"])
+HOT = ("hot_threshold_ms", ["1", "10", "100", "1000"])
 #: 4 x 4 x 4 = 64 configurations per backend, over knobs of three different mechanisms each.
 GRIDS: dict[str, list[tuple[str, list[str]]]] = {
-    "autonuma": [RATE, SCAN_MAX, ("watermark_scale_factor", ["10", "50", "200", "1000"])],
-    "tpp": [RATE, SCAN_MAX, ("demote_scale_factor", ["50", "200", "400", "800"])],
-    "colloid": [RATE, SCAN_MAX, ("colloid_delta_percent", ["2", "5", "10", "20"])],
+    "autonuma": [RATE, SCAN_MAX, HOT],
+    "tpp": [RATE, HOT, ("demote_scale_factor", ["50", "200", "400", "800"])],
+    "colloid": [RATE, HOT, ("colloid_delta_percent", ["2", "5", "10", "20"])],
     "upm": [("hot_page_threshold", ["2", "3", "4", "8"]), ("page_migration_interval", ["1", "2", "5", "10"]),
             ("read_sample_period", ["200", "1000", "5000", "10000"])],
 }
