@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.ptmt-installed
 
-.PHONY: run test install clean
+.PHONY: run test test-vm install clean
 
 install: $(STAMP)
 
@@ -15,13 +15,29 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
 	touch $(STAMP)
 
+# The demo keeps its journal, simulated machine and database under .ptmt-run/ (delete it to start over).
+DEMO   := .ptmt-run
+DEMOENV := PTMT_STATE_DIR=$(CURDIR)/$(DEMO)/state
+
 run: $(STAMP)
-	$(BIN)/ptmt status --platform sim
-	$(BIN)/ptmt knobs --backend tpp --platform sim
+	$(DEMOENV) $(BIN)/ptmt status --platform sim
+	$(DEMOENV) $(BIN)/ptmt knobs --backend tpp --platform sim
+	# gups on the simulated DRAM+CXL machine: kernel defaults, then a calmer promotion policy
+	$(DEMOENV) $(BIN)/ptmt sim run --backend autonuma --workload gups --duration 120 --interval 20
+	$(DEMOENV) $(BIN)/ptmt sim run --backend autonuma --workload gups --duration 120 --interval 20 \
+		--set numa_balancing_promote_rate_limit_MBps=256 --set hot_threshold_ms=1
+	# offline profiling: a Sobol sweep into a local SQLite database, then the knob sensitivity ranking
+	$(DEMOENV) $(BIN)/ptmt profile --platform sim --backend autonuma --workload gups --budget 32 --workers 2 \
+		--db sqlite:///$(CURDIR)/$(DEMO)/ptmt.db --no-progress
+	$(DEMOENV) $(BIN)/ptmt analyze --backend autonuma --db sqlite:///$(CURDIR)/$(DEMO)/ptmt.db
 
 test: $(STAMP)
 	$(BIN)/ruff check -q ptmt tests benchmarks scripts
 	$(BIN)/python -m pytest
 
+# Only the real-kernel guest tests (also part of `make test`; PTMT_TIERVM=skip leaves them out).
+test-vm: $(STAMP)
+	$(BIN)/python -m pytest -m vm tests/vm
+
 clean:
-	rm -rf $(VENV) build dist *.egg-info
+	rm -rf $(VENV) $(DEMO) build dist *.egg-info

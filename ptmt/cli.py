@@ -84,7 +84,7 @@ def knobs(backend: BackendOpt, root: RootOpt = None, state_dir: StateOpt = None,
           catalog_dir: CatalogDirOpt = None, pid: PidOpt = None, json_out: JsonOpt = False,
           verbose: VerboseOpt = False) -> None:
     """List a backend's activation settings and knobs with their current values on this host."""
-    host, _ = open_cli_host(platform, root, state_dir, announce=not json_out)
+    host, _ = open_cli_host(platform, root, state_dir, announce=not json_out, backend=backend)
     b = open_backend(backend, host, catalog_dirs(catalog_dir), {"pid": pid})
     states = b.probe()
     if json_out:
@@ -126,7 +126,7 @@ def apply(backend: BackendOpt,
     settings = parse_sets(set_ or [])
     if not settings and not activate:
         raise PtmtError("nothing to apply: give --set KNOB=VALUE and/or --activate")
-    host, state = open_cli_host(platform, root, state_dir)
+    host, state = open_cli_host(platform, root, state_dir, backend=backend)
     b = open_backend(backend, host, catalog_dirs(catalog_dir), {"pid": pid})
     plan = b.plan(settings, activate=activate)
     if not plan.changes:
@@ -174,8 +174,17 @@ def restore(backend: Annotated[str | None, typer.Option("--backend", "-b", help=
 def _register_subcommands() -> None:
     """Command groups that live with their subsystem (ptmt db ..., ptmt sim ..., ptmt testbed ...)."""
     from ptmt.db.cli import db_app
+    from ptmt.offline.cli import profile
+    from ptmt.offline.model_cli import analyze, model_app
+    from ptmt.sim.cli import sim_app
+    from ptmt.testbed.cli import testbed_app
 
+    app.command("profile")(profile)
+    app.command("analyze")(analyze)
+    app.add_typer(model_app, name="model")
+    app.add_typer(sim_app, name="sim")
     app.add_typer(db_app, name="db")
+    app.add_typer(testbed_app, name="testbed")
 
 
 _register_subcommands()

@@ -16,6 +16,9 @@ from ptmt.errors import PtmtError
 from ptmt.host import Host, default_state_dir
 from ptmt.platforms import open_host, resolve_platform
 
+#: Backends whose knobs exist only on a patched (simulated) kernel.
+PATCHED_SIM_BACKENDS = ("tpp", "colloid")
+
 out = Console(highlight=False, soft_wrap=True)
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
@@ -53,11 +56,18 @@ def reports_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def open_cli_host(platform: str | None, root: Path | None, state_dir: Path | None, announce: bool = True) -> tuple[Host, Path]:
+def open_cli_host(platform: str | None, root: Path | None, state_dir: Path | None, announce: bool = True,
+                  backend: str | None = None) -> tuple[Host, Path]:
+    """The host a command runs on, and its state directory. On the simulated machine a TPP or Colloid
+    backend boots the simulated kernel carrying that patch (other backends keep the machine's kernel)."""
     chosen = resolve_platform(platform, root)
     if announce and platform is None:
         err.print(f"ptmt: platform {chosen} ({'two memory tiers found' if chosen == 'linux' else 'no tiered memory here: the simulated machine'})", markup=False)
     state = state_dir or default_state_dir(chosen)
+    if chosen == "sim" and backend in PATCHED_SIM_BACKENDS:
+        from ptmt.sim.knobs import kernel_for_backend
+
+        return open_host(chosen, root, state_dir=state, kernel=kernel_for_backend(backend)), state
     return open_host(chosen, root, state_dir=state), state
 
 
