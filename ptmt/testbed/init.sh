@@ -1,7 +1,8 @@
 #!/bin/busybox sh
 # PTMT tiered-memory testbed: init of the guest's initramfs.
 # Mounts the host root read-only over virtio-9p with a tmpfs overlay on top, mounts the run's output
-# folder (writable 9p) at the same path as on the host, chroots and runs $OUT/cmd.sh.
+# folder (writable 9p) at the same path as on the host, chroots and runs $OUT/cmd.sh. Host /tmp stays
+# visible (through the overlay), so a checkout under /tmp runs too.
 # Markers on the serial console: TIERVM_BOOTED, TIERVM_EXIT=<status>.
 /bin/busybox --install -s /bin
 export PATH=/bin
@@ -22,7 +23,7 @@ if ! mount -t overlay -o lowerdir=/lower,upperdir=/rw/upper,workdir=/rw/work ove
 fi
 for d in proc sys dev; do mount --move /$d /newroot/$d; done
 mount -t tmpfs run /newroot/run
-mount -t tmpfs tmp /newroot/tmp
+# /tmp stays the overlay of the host's /tmp: a checkout (and its virtualenv) under /tmp must be visible.
 mkdir -p /newroot/dev/pts /newroot/dev/shm "/newroot$OUT"
 mount -t devpts pts /newroot/dev/pts
 mount -t tmpfs shm /newroot/dev/shm
