@@ -79,7 +79,7 @@ def fit_cmd(backend: BackendOpt, db: DbOpt = None,
             clusters: Annotated[int | None, typer.Option("--clusters", help="K-means clusters [default: chosen by silhouette].")] = None,
             neighbours: Annotated[int, typer.Option("--neighbours", "-k", help="Neighbours per query.")] = 15,
             evaluate: Annotated[bool, typer.Option("--evaluate", help="Also run a leave-one-workload-out evaluation of every method and store the figures.")] = False,
-            catalog_dir: CatalogDirOpt = None, seed: Annotated[int, typer.Option("--seed")] = 0,
+            catalog_dir: CatalogDirOpt = None, seed: Annotated[int, typer.Option("--seed", help="Seed of K-means and of the evaluation splits.")] = 0,
             json_out: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Fit the query model of a backend from the database and save it."""
     from ptmt.db import open_storage
