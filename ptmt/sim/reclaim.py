@@ -18,6 +18,8 @@ and under light demotion it ranks them well.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from ptmt.sim import constants as C
@@ -62,6 +64,18 @@ def inactive_frames(mem: Memory) -> float:
     return used / (1 + ratio)
 
 
+def _pick(idx: np.ndarray, lam: np.ndarray, k: int, rng: np.random.Generator,
+          score: Callable[[np.ndarray], np.ndarray]) -> np.ndarray:
+    """The ``k`` frames of ``idx`` with the highest ``score`` of their sampled time since last access."""
+    if k <= 0 or not len(idx):
+        return idx[:0]
+    if k >= len(idx):
+        return idx
+    with np.errstate(divide="ignore"):
+        age = rng.standard_exponential(len(idx)) / lam[idx]
+    return idx[np.argpartition(-score(age), k - 1)[:k]]
+
+
 def coldest(mem: Memory, lam: np.ndarray, k: int, rng: np.random.Generator,
             exclude: np.ndarray | None = None, tau: float = LRU_TAU_MAX_S) -> np.ndarray:
     """``k`` fast frames kswapd would demote: unreferenced ones (sampled age above the LRU's
@@ -69,26 +83,12 @@ def coldest(mem: Memory, lam: np.ndarray, k: int, rng: np.random.Generator,
     idx = np.flatnonzero(mem.node == FAST)
     if exclude is not None and len(exclude):
         idx = np.setdiff1d(idx, exclude, assume_unique=True)
-    if k <= 0 or not len(idx):
-        return idx[:0]
-    if k >= len(idx):
-        return idx
-    with np.errstate(divide="ignore"):
-        age = rng.standard_exponential(len(idx)) / lam[idx]
-    key = np.where(age > tau, age, tau * rng.random(len(idx)))
-    return idx[np.argpartition(-key, k - 1)[:k]]
+    return _pick(idx, lam, k, rng, lambda age: np.where(age > tau, age, tau * rng.random(len(age))))
 
 
 def hottest(mem: Memory, lam: np.ndarray, node: int, k: int, rng: np.random.Generator) -> np.ndarray:
     """``k`` frames of ``node`` with the shortest sampled time since their last access."""
-    idx = np.flatnonzero(mem.node == node)
-    if k <= 0 or not len(idx):
-        return idx[:0]
-    if k >= len(idx):
-        return idx
-    with np.errstate(divide="ignore"):
-        age = rng.standard_exponential(len(idx)) / lam[idx]
-    return idx[np.argpartition(age, k - 1)[:k]]
+    return _pick(np.flatnonzero(mem.node == node), lam, k, rng, lambda age: -age)
 
 
 def demote(mem: Memory, idx: np.ndarray, direct: bool = False) -> None:
