@@ -176,11 +176,14 @@ def _register_subcommands() -> None:
     from ptmt.db.cli import db_app
     from ptmt.offline.cli import profile
     from ptmt.offline.model_cli import analyze, model_app
+    from ptmt.online.cli import train_cmd, tune
     from ptmt.sim.cli import sim_app
     from ptmt.testbed.cli import testbed_app
 
     app.command("profile")(profile)
     app.command("analyze")(analyze)
+    app.command("tune")(tune)
+    app.command("train")(train_cmd)
     app.add_typer(model_app, name="model")
     app.add_typer(sim_app, name="sim")
     app.add_typer(db_app, name="db")

@@ -113,33 +113,43 @@ def _canonical(frame: pd.DataFrame, fast_nodes: Sequence[int],
     return pd.DataFrame(out, index=frame.index)
 
 
-def _features(agg: pd.DataFrame) -> pd.DataFrame:
-    """Features from per-group sums (counters, perf, dt), mean memory and mean fast_free."""
-    gib = agg["mem_total_kb"] / _KIB_PER_GIB
-    dt = agg["dt"].where(agg["dt"] > 0)
-    denom = dt * gib
+def _features(agg: Mapping[str, Any]) -> np.ndarray:
+    """Features (rows x FEATURE_NAMES) from per-group sums (counters, perf, dt), mean memory and mean
+    fast_free, given as equal-length arrays by column name. NumPy only: the online tuner computes one
+    fingerprint per interval and the fitter millions, through this one function."""
+    col = {k: np.asarray(v, float) for k, v in agg.items()}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        gib = col["mem_total_kb"] / _KIB_PER_GIB
+        dt = np.where(col["dt"] > 0, col["dt"], np.nan)
+        denom = dt * gib
 
-    def rate(*names: str) -> pd.Series:
-        total = agg[list(names)].sum(axis=1, min_count=1)
-        return np.log1p((total / denom).clip(lower=0))
+        def total(*names: str) -> np.ndarray:
+            stack = np.vstack([col[n] for n in names])
+            return np.where(np.isfinite(stack).any(axis=0), np.nansum(stack, axis=0), np.nan)
 
-    def share(part: pd.Series, whole: pd.Series) -> pd.Series:
-        return (part / whole.where(whole > 0)).clip(0, 1)
+        def rate(values: np.ndarray) -> np.ndarray:
+            r = values / denom
+            return np.log1p(np.where(np.isnan(r), np.nan, np.maximum(r, 0.0)))
 
-    feats = pd.DataFrame(index=agg.index)
-    feats["hint_faults"] = rate("numa_hint_faults")
-    feats["hint_local_share"] = share(agg["numa_hint_faults_local"], agg["numa_hint_faults"])
-    for name, counters in _RATE_COUNTERS.items():
-        if name != "hint_faults":
-            feats[name] = rate(*counters)
-    demote_total = agg[["pgdemote_kswapd", "pgdemote_direct"]].sum(axis=1, min_count=1)
-    feats["demote_direct_share"] = share(agg["pgdemote_direct"], demote_total)
-    migrated = agg["pgmigrate_success"].fillna(agg["numa_pages_migrated"])
-    feats["migrate"] = np.log1p((migrated / denom).clip(lower=0))
-    feats["fast_free"] = agg["fast_free"].clip(0, 1)
-    feats["fast_access_share"] = share(agg["loads_fast"], agg["loads_fast"] + agg["loads_slow"])
-    feats["ipc"] = agg["instructions"] / agg["cycles"].where(agg["cycles"] > 0)
-    return feats[list(FEATURE_NAMES)].astype(float)
+        def share(part: np.ndarray, whole: np.ndarray) -> np.ndarray:
+            r = part / np.where(whole > 0, whole, np.nan)
+            return np.where(np.isnan(r), np.nan, np.clip(r, 0.0, 1.0))
+
+        feats = {
+            "hint_faults": rate(col["numa_hint_faults"]),
+            "hint_local_share": share(col["numa_hint_faults_local"], col["numa_hint_faults"]),
+        }
+        for name, counters in _RATE_COUNTERS.items():
+            if name != "hint_faults":
+                feats[name] = rate(total(*counters))
+        feats["demote_direct_share"] = share(col["pgdemote_direct"], total("pgdemote_kswapd", "pgdemote_direct"))
+        migrated = np.where(np.isnan(col["pgmigrate_success"]), col["numa_pages_migrated"], col["pgmigrate_success"])
+        feats["migrate"] = rate(migrated)
+        ff = col["fast_free"]
+        feats["fast_free"] = np.where(np.isnan(ff), np.nan, np.clip(ff, 0.0, 1.0))
+        feats["fast_access_share"] = share(col["loads_fast"], col["loads_fast"] + col["loads_slow"])
+        feats["ipc"] = col["instructions"] / np.where(col["cycles"] > 0, col["cycles"], np.nan)
+    return np.column_stack([feats[n] for n in FEATURE_NAMES])
 
 
 def fingerprint_frame(samples: pd.DataFrame, by: str | Sequence[str] | None = "trial_id", *,
@@ -165,7 +175,9 @@ def fingerprint_frame(samples: pd.DataFrame, by: str | Sequence[str] | None = "t
     grouped = canon.groupby(keys, sort=True)
     sums = grouped[["dt", *_COUNTERS, *_PERF]].sum(min_count=1)
     means = grouped[["mem_total_kb", "fast_free"]].mean()
-    return _features(pd.concat([sums, means], axis=1))
+    agg = pd.concat([sums, means], axis=1)
+    return pd.DataFrame(_features({c: agg[c].to_numpy(float) for c in agg.columns}), index=agg.index,
+                        columns=list(FEATURE_NAMES)).astype(float)
 
 
 def _sample_row(s: Any) -> dict[str, Any]:
@@ -183,18 +195,73 @@ def _sample_row(s: Any) -> dict[str, Any]:
     return row
 
 
+def _num(v: Any) -> float:
+    try:
+        return float(v) if v is not None else np.nan
+    except (TypeError, ValueError):
+        return np.nan
+
+
+def _aggregate_rows(rows: list[dict[str, Any]], fast_nodes: Sequence[int],
+                    mem_total_kb: float | None) -> dict[str, np.ndarray]:
+    """What ``fingerprint_frame`` computes for one group, straight from rows (no pandas)."""
+    cols = set().union(*rows)
+    agg: dict[str, np.ndarray] = {}
+
+    def summed(values: list[float]) -> float:
+        finite = [v for v in values if not np.isnan(v)]
+        return float(sum(finite)) if finite else np.nan
+
+    dt_key = "dt_s" if "dt_s" in cols else ("interval_s" if "interval_s" in cols else None)
+    agg["dt"] = np.array([summed([_num(r.get(dt_key)) for r in rows]) if dt_key else np.nan])
+    for c in _COUNTERS:
+        agg[c] = np.array([summed([_num(r.get(c)) for r in rows]) if c in cols else np.nan])
+    for p in _PERF:
+        key = next((k for k in (p, f"perf.{p}", f"mem_{p}", f"perf.mem_{p}") if k in cols), None)
+        agg[p] = np.array([summed([_num(r.get(key)) for r in rows]) if key else np.nan])
+    totals: dict[int, list[float]] = {}
+    frees: dict[int, list[float]] = {}
+    for c in cols:
+        m = _NODE_RE.match(str(c))
+        if m:
+            target = totals if m.group(2).lower() == "memtotal" else frees
+            target[int(m.group(1))] = [_num(r.get(c)) for r in rows]
+
+    def mean(values: list[float]) -> float:
+        finite = [v for v in values if not np.isnan(v)]
+        return float(sum(finite) / len(finite)) if finite else np.nan
+
+    if mem_total_kb is not None:
+        agg["mem_total_kb"] = np.array([float(mem_total_kb)])
+    elif totals:
+        agg["mem_total_kb"] = np.array([mean([sum(v) for v in zip(*totals.values(), strict=True)])])
+    else:
+        agg["mem_total_kb"] = np.array([np.nan])
+    fast = [i for i in fast_nodes if i in totals and i in frees]
+    if fast:
+        per_row = []
+        for j in range(len(rows)):
+            ft = sum(totals[i][j] for i in fast)
+            ff = sum(frees[i][j] for i in fast)
+            per_row.append(ff / ft if ft > 0 else np.nan)
+        agg["fast_free"] = np.array([mean(per_row)])
+    else:
+        agg["fast_free"] = np.array([np.nan])
+    return agg
+
+
 def fingerprint(samples: Iterable[Any], *, fast_nodes: Sequence[int] = (0,),
                 mem_total_kb: float | None = None) -> np.ndarray:
     """The fingerprint of recent intervals: ``Sample`` objects, their dicts, or flat sample rows.
 
-    Returns a float vector in :data:`FEATURE_NAMES` order (NaN for what was not measurable).
+    Returns a float vector in :data:`FEATURE_NAMES` order (NaN for what was not measurable). Same
+    numbers as :func:`fingerprint_frame` of those rows as one group (a test holds the two equal),
+    in a fraction of a millisecond: the online tuner calls it every interval.
     """
     rows = [_sample_row(s) for s in samples]
     if not rows:
         raise ValueError("a fingerprint needs at least one interval")
-    frame = pd.DataFrame.from_records(rows)
-    return fingerprint_frame(frame, by=None, fast_nodes=fast_nodes,
-                             mem_total_kb=mem_total_kb).to_numpy(float)[0]
+    return _features(_aggregate_rows(rows, fast_nodes, mem_total_kb))[0]
 
 
 def as_dict(vector: Sequence[float]) -> dict[str, float | None]:

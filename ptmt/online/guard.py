@@ -1,0 +1,167 @@
+"""Guard rails: the rules that keep online tuning from making things worse.
+
+The agent proposes; the guard decides what is tried, judges every trial by measurement and puts
+back the best known configuration when a change does not pay:
+
+- **one change per interval**, one rung of one knob (structural: the action space has no other
+  moves), and at most ``max_moves_per_knob`` trial moves of one knob per phase;
+- **settle, then judge**: after a change the next ``settle_intervals`` are not judged (migrations
+  in flight), then ``evaluate_intervals`` readings are averaged and compared with the best known
+  configuration's level just before the change. A change is kept only when it is at least
+  ``accept_margin`` better (hysteresis: noise alone does not move the configuration), else the
+  best known configuration is restored;
+- **revert**: outside trials, when the objective stays more than ``revert_fraction`` below the
+  best known level for ``revert_after`` intervals in a row under a configuration that is not the
+  best known one, the best known configuration is restored;
+- **tabu**: a configuration judged worse is not tried again until the best known configuration
+  or the workload phase changes (no flapping between two settings);
+- **exploration budget**: ``exploration_budget`` trial moves per phase (``outlier_budget`` when
+  the workload is unlike anything in the database); then the tuner holds the best configuration
+  and only watches.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ptmt.catalog import Value
+from ptmt.errors import ConfigError
+
+
+@dataclass
+class GuardSettings:
+    settle_intervals: int = 1
+    evaluate_intervals: int = 4
+    accept_margin: float = 0.01
+    revert_fraction: float = 0.05
+    revert_after: int = 2
+    exploration_budget: int = 16
+    outlier_budget: int = 32
+    max_moves_per_knob: int = 6
+    #: the agent's probability of "stay" above which the tuner does not explore this interval
+    stay_confidence: float = 0.6
+    #: apply the offline model's configuration when its confidence reaches this (and no outlier)
+    model_confidence: float = 0.25
+    #: and when the gain it expects is at least this
+    model_min_gain: float = 0.01
+    #: intervals measured under the starting configuration before the first decision
+    warmup_intervals: int = 2
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "guard") -> GuardSettings:
+        """Settings from a config mapping; every error names the key (``At 'guard.revert_after': ...``)."""
+        known = {f.name: f for f in fields(cls)}
+        errors = []
+        values: dict[str, Any] = {}
+        for key, raw in data.items():
+            if key not in known:
+                errors.append(f"At '{where}.{key}': unknown setting (allowed: {', '.join(known)})")
+                continue
+            default = getattr(cls(), key)
+            if isinstance(default, int) and not isinstance(default, bool):
+                if not isinstance(raw, int) or isinstance(raw, bool) or raw < (0 if key in ("settle_intervals",) else 1):
+                    kind = "a non-negative integer" if key == "settle_intervals" else "a positive integer"
+                    errors.append(f"At '{where}.{key}': must be {kind} (got {raw!r})")
+                    continue
+            else:
+                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not 0 <= float(raw) <= 1:
+                    errors.append(f"At '{where}.{key}': must be a number between 0 and 1 (got {raw!r})")
+                    continue
+                raw = float(raw)
+            values[key] = raw
+        if errors:
+            raise ConfigError("\n".join(errors))
+        return cls(**values)
+
+
+def config_key(config: Mapping[str, Value]) -> str:
+    return json.dumps({k: config[k] for k in sorted(config)}, default=str)
+
+
+class Trial:
+    """A change being judged."""
+
+    def __init__(self, config: Mapping[str, Value], reference: float, started: int, what: str) -> None:
+        self.config = dict(config)
+        self.reference = reference
+        self.started = started
+        self.what = what
+        self.readings: list[float] = []
+
+
+class Guard:
+    """Book-keeping of the best known configuration, the trial under way, tabu list and budget."""
+
+    def __init__(self, settings: GuardSettings) -> None:
+        self.s = settings
+        self.best: dict[str, Value] = {}
+        self.best_level: float | None = None
+        self.trial: Trial | None = None
+        self.tabu: set[str] = set()
+        self.budget = settings.exploration_budget
+        self.moves_per_knob: dict[str, int] = {}
+        self.below = 0
+
+    def new_phase(self, config: Mapping[str, Value], outlier: bool = False) -> None:
+        self.best = dict(config)
+        self.best_level = None
+        self.trial = None
+        self.tabu = set()
+        self.budget = self.s.outlier_budget if outlier else self.s.exploration_budget
+        self.moves_per_knob = {}
+        self.below = 0
+
+    def observe_best(self, value: float) -> None:
+        """A reading under the best known configuration: its level follows the workload (EMA)."""
+        self.best_level = value if self.best_level is None else 0.7 * self.best_level + 0.3 * value
+
+    def start_trial(self, config: Mapping[str, Value], interval: int, what: str, knob: str | None = None) -> None:
+        self.trial = Trial(config, self.best_level or 0.0, interval, what)
+        if knob is not None:
+            self.moves_per_knob[knob] = self.moves_per_knob.get(knob, 0) + 1
+
+    def judge(self, interval: int, value: float | None) -> tuple[str, float] | None:
+        """Feed a reading of the trial under way; returns ``("keep"|"reject", gain)`` once decided."""
+        t = self.trial
+        if t is None:
+            return None
+        if interval - t.started <= self.s.settle_intervals:
+            return None
+        if value is not None:
+            t.readings.append(value)
+        if len(t.readings) < self.s.evaluate_intervals:
+            return None
+        mean = sum(t.readings) / len(t.readings)
+        gain = mean / t.reference - 1.0 if t.reference > 0 else 0.0
+        self.trial = None
+        if gain >= self.s.accept_margin:
+            self.best = dict(t.config)
+            self.best_level = mean
+            self.tabu = set()
+            return "keep", gain
+        self.tabu.add(config_key(t.config))
+        return "reject", gain
+
+    def watch(self, config: Mapping[str, Value], value: float | None) -> bool:
+        """Outside trials: True when the objective has stayed too far below the best level under a
+        configuration other than the best known one (time to revert)."""
+        if value is None or self.best_level is None:
+            return False
+        if config_key(config) == config_key(self.best):
+            self.below = 0
+            return False
+        if value < self.best_level * (1.0 - self.s.revert_fraction):
+            self.below += 1
+        else:
+            self.below = 0
+        return self.below >= self.s.revert_after
+
+    def allowed(self, knob: str, new_config: Mapping[str, Value]) -> bool:
+        return (self.budget > 0 and config_key(new_config) not in self.tabu
+                and self.moves_per_knob.get(knob, 0) < self.s.max_moves_per_knob)

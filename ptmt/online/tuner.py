@@ -1,0 +1,365 @@
+"""The hybrid tuning loop: observe, decide, apply, guard — every interval, while the workload runs.
+
+1. **Warm-up.** The first intervals run the starting configuration (the backend's defaults on the
+   simulated machine; the kernel's live values on a real host) to measure the baseline objective
+   and the workload's fingerprint.
+2. **Ask the database.** The offline query model (``ptmt.offline.model``) maps the fingerprint to
+   the best configuration known for similar workloads. When it is confident (and the workload is
+   not an outlier) that configuration is applied as one change and judged like any other; when the
+   workload is an outlier the agent gets a larger exploration budget.
+3. **Fine-tune.** Every interval the agent (``ptmt.online.agent``) ranks the moves "one knob one
+   rung up or down, or stay" from the observation; the guard (``ptmt.online.guard``) lets a move
+   through only within its budget and off its tabu list, judges it after it settles, keeps it when
+   it pays and restores the best known configuration when it does not.
+4. **Follow phases.** The phase detector (``ptmt.online.phase``) watches for workload changes under
+   an unchanged configuration; a new phase re-queries the database and refills the budget.
+
+Every change is logged as ``knob old -> new: why`` and recorded (``Recorder``) with the interval
+it happened in. The knobs' original values are journaled before the first write and restored when
+the loop ends (``keep=False``), whatever ended it.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from ptmt.backends.base import Backend
+from ptmt.catalog import Value
+from ptmt.errors import PtmtError
+from ptmt.journal import Journal
+from ptmt.offline.fingerprint import as_dict as fp_dict
+from ptmt.offline.fingerprint import fingerprint
+from ptmt.online import observation
+from ptmt.online.guard import Guard, GuardSettings, config_key
+from ptmt.online.knobspace import KnobSpace, Move
+from ptmt.online.phase import PhaseDetector, PhaseSettings
+from ptmt.telemetry import Sample, Telemetry
+
+log = logging.getLogger("ptmt.tune")
+
+
+class Objective(Protocol):
+    unit: str
+
+    def measure(self, host: Any, sample: Sample) -> float | None: ...
+
+    def describe(self) -> str: ...
+
+
+class Recorder(Protocol):
+    """Where intervals and events go (the database, a test list, nowhere)."""
+
+    def interval(self, row: Mapping[str, Any]) -> None: ...
+
+    def event(self, event: Mapping[str, Any]) -> None: ...
+
+
+class NullRecorder:
+    def interval(self, row: Mapping[str, Any]) -> None:
+        pass
+
+    def event(self, event: Mapping[str, Any]) -> None:
+        pass
+
+
+@dataclass
+class TuneSettings:
+    interval: float = 10.0
+    duration: float | None = None  # seconds; None = until stopped
+    guard: GuardSettings = field(default_factory=GuardSettings)
+    phase: PhaseSettings = field(default_factory=PhaseSettings)
+    use_model: bool = True
+    use_agent: bool = True
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"interval": self.interval, "duration": self.duration, "guard": self.guard.as_dict(),
+                "phase": asdict(self.phase), "use_model": self.use_model, "use_agent": self.use_agent}
+
+
+@dataclass
+class Event:
+    n: int
+    seq: int
+    t_s: float
+    kind: str  # model | explore | keep | reject | revert | phase | error
+    reason: str
+    knob: str | None = None
+    old: str | None = None
+    new: str | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def line(self) -> str:
+        if self.knob is not None:
+            return f"{self.knob} {self.old} -> {self.new}: {self.reason}"
+        return self.reason
+
+
+@dataclass
+class TuneResult:
+    intervals: list[dict[str, Any]]
+    events: list[Event]
+    start_config: dict[str, Value]
+    final_config: dict[str, Value]
+    objective_unit: str
+    decision_ms: list[float]
+
+    @property
+    def mean_objective(self) -> float | None:
+        vals = [r["objective"] for r in self.intervals if r["objective"] is not None]
+        return sum(vals) / len(vals) if vals else None
+
+    @property
+    def changes(self) -> int:
+        return sum(1 for e in self.events if e.kind in ("model", "explore", "revert") and e.knob is not None)
+
+    @property
+    def reverts(self) -> int:
+        return len({e.n for e in self.events if e.kind == "revert"})
+
+
+class Tuner:
+    """One tuning session of one backend on one host (see the module docstring)."""
+
+    def __init__(self, host: Any, backend: Backend, journal: Journal, *, objective: Objective,
+                 space: KnobSpace, agent: Any | None = None, query_model: Any | None = None,
+                 settings: TuneSettings | None = None, recorder: Recorder | None = None,
+                 fast_nodes: Sequence[int] = (0,), activate: bool = True) -> None:
+        self.host, self.backend, self.journal = host, backend, journal
+        self.objective, self.space, self.agent, self.query_model = objective, space, agent, query_model
+        self.s = settings or TuneSettings()
+        self.recorder = recorder or NullRecorder()
+        self.fast_nodes = tuple(fast_nodes)
+        self.activate = activate
+        self.guard = Guard(self.s.guard)
+        self.phase = PhaseDetector(self.s.phase)
+        self.events: list[Event] = []
+        self.intervals: list[dict[str, Any]] = []
+        self.decision_ms: list[float] = []
+        self._n = 0
+        self.seq = 0
+        self.phase_no = 0
+        self.since_change = 10
+        self.previous: float | None = None
+        self.baseline: float | None = None
+        self._warm: list[float] = []
+        self._warm_left = self.s.guard.warmup_intervals
+        self._fallback_cursor = 0
+
+    # -- setting knobs ------------------------------------------------------------------------------
+    def _current(self) -> dict[str, Value]:
+        live = self.backend.read_config()
+        return self.space.snap(live) if all(n in live for n in self.space.names) else \
+            self.space.snap({**self.space.defaults(), **live})
+
+    def _set(self, config: Mapping[str, Value]) -> None:
+        plan = self.backend.plan(dict(config))
+        self.backend.apply(plan, self.journal)
+        self.config = dict(config)
+        self.since_change = 0
+        self.phase.config_changed()
+
+    def _event(self, kind: str, reason: str, knob: str | None = None, old: Any = None, new: Any = None,
+               **details: Any) -> Event:
+        ev = Event(self._n, self.seq, self._t(), kind, reason, knob, None if old is None else str(old),
+                   None if new is None else str(new), details)
+        self.events.append(ev)
+        self.recorder.event(ev.as_dict())
+        (log.warning if kind == "error" else log.info)("%s", ev.line())
+        return ev
+
+    def _change(self, new: Mapping[str, Value], kind: str, reason: str, **details: Any) -> None:
+        """Apply *new* and log one event per knob that moves (one event number for all of them)."""
+        diff = [k for k in self.space.names if self.config.get(k) != new.get(k)]
+        if not diff:
+            return
+        old = dict(self.config)
+        self._set(new)
+        for k in diff:
+            self._event(kind, reason, k, old.get(k), new.get(k), **details)
+        self._n += 1
+
+    def _t(self) -> float:
+        return float(self.host.now()) - self._t0 if hasattr(self, "_t0") else 0.0
+
+    # -- the loop ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        if self.activate:
+            self.backend.apply(self.backend.plan({}, activate=True), self.journal)
+        self.config = self._current()
+        self.start_config = dict(self.config)
+        self.guard.new_phase(self.config)
+        self.telemetry = Telemetry(self.host)
+        self.telemetry.start()
+        self._t0 = float(self.host.now())
+        log.info("tuning %s with objective %s, %d knobs (%s), interval %.0f s", self.backend.name,
+                 self.objective.describe(), len(self.space.names), ", ".join(self.space.names), self.s.interval)
+
+    def run(self, stop: Callable[[], bool] = lambda: False, keep: bool = False) -> TuneResult:
+        """Tune until *duration* has passed or *stop()* says so; restore the originals unless *keep*."""
+        self.start()
+        try:
+            while not stop():
+                if self.s.duration is not None and self._t() >= self.s.duration - 1e-9:
+                    break
+                step = self.s.interval if self.s.duration is None else min(self.s.interval, self.s.duration - self._t())
+                self.host.advance(step)
+                self.step()
+        finally:
+            final = dict(self.config)
+            if not keep:
+                self.restore()
+        return TuneResult(self.intervals, self.events, self.start_config, final,
+                          getattr(self.objective, "unit", ""), self.decision_ms)
+
+    def restore(self) -> None:
+        from ptmt.offline.trial import _restore_all
+
+        _restore_all(self.journal, self.host, self.backend)
+
+    def step(self) -> None:
+        """One interval has passed: measure, record, decide."""
+        sample = self.telemetry.sample()
+        try:
+            value = self.objective.measure(self.host, sample)
+        except PtmtError as exc:
+            self._event("error", f"objective: {exc}")
+            raise
+        fp = fingerprint([sample], fast_nodes=self.fast_nodes)
+        self.seq += 1
+        self.since_change += 1
+        row = {"seq": self.seq, "t_s": self._t(), "objective": value, "baseline": self.baseline,
+               "config": dict(self.config), "phase": self.phase_no, "fingerprint": fp_dict(fp),
+               "counters": dict(sample.counters)}
+        self.intervals.append(row)
+        self.recorder.interval(row)
+        t0 = time.perf_counter()
+        self._decide(sample, value, fp)
+        self.decision_ms.append((time.perf_counter() - t0) * 1e3)
+        self.previous = value
+
+    # -- deciding -----------------------------------------------------------------------------------
+    def _decide(self, sample: Sample, value: float | None, fp: np.ndarray) -> None:
+        g = self.guard
+        if self._warm_left > 0:
+            if value is not None:
+                self._warm.append(value)
+            self._warm_left -= 1
+            if self._warm_left == 0:
+                self._begin_phase(fp)
+            return
+        if g.trial is not None:
+            trial = g.trial
+            verdict = g.judge(self.seq, value)
+            if verdict is not None:
+                what, gain = verdict
+                if what == "keep":
+                    self._event("keep", f"kept {trial.what}: {gain:+.1%} over {self.s.guard.evaluate_intervals} "
+                                "intervals", gain=gain)
+                else:
+                    self._change(g.best, "revert", f"back to the best known configuration: the change measured "
+                                 f"{gain:+.1%} (needs {self.s.guard.accept_margin:+.1%})", gain=gain)
+            return
+        if self.phase.update(fp, value):
+            self.phase_no += 1
+            self._event("phase", f"workload phase {self.phase_no}: {self.phase.last_reason}")
+            self._warm = [value] if value is not None else []
+            self._begin_phase(fp)
+            return
+        if g.watch(self.config, value):
+            self._change(g.best, "revert", f"objective stayed more than {self.s.guard.revert_fraction:.0%} below "
+                         f"the best known level for {self.s.guard.revert_after} intervals")
+            return
+        if value is not None and config_key(self.config) == config_key(g.best):
+            g.observe_best(value)
+        self._explore(sample, value, fp)
+
+    def _begin_phase(self, fp: np.ndarray) -> None:
+        """Baseline of the new phase, then the database's advice."""
+        self.baseline = sum(self._warm) / len(self._warm) if self._warm else self.previous
+        outlier = False
+        advice = None
+        if self.query_model is not None and self.s.use_model:
+            try:
+                advice = self.query_model.query(fp)
+            except PtmtError as exc:
+                self._event("error", f"offline model query failed: {exc}")
+        if advice is not None:
+            outlier = bool(advice.outlier)
+        self.guard.new_phase(self.config, outlier=outlier)
+        if self.baseline is not None:
+            self.guard.best_level = self.baseline
+        if advice is None:
+            return
+        cfg = self._coerce(advice.configuration)
+        top = ", ".join(f"{w} {p:.0%}" for w, p in list(advice.workloads.items())[:2])
+        why = (f"model suggests {advice.expected_gain:+.0%} for cluster {advice.cluster} "
+               f"(confidence {advice.confidence:.2f}; like {top})")
+        if outlier:
+            self._event("model", f"workload is an outlier for the database (distance {advice.distance:.1f} > "
+                        f"{advice.threshold:.1f}): not applying its advice, exploration budget "
+                        f"{self.guard.budget}", **advice.as_dict())
+            return
+        if advice.confidence < self.s.guard.model_confidence or advice.expected_gain < self.s.guard.model_min_gain:
+            self._event("model", f"advice not applied: {why} is below the bar (confidence "
+                        f"{self.s.guard.model_confidence}, gain {self.s.guard.model_min_gain:+.0%})")
+            return
+        if cfg == self.config:
+            self._event("model", f"already at the advised configuration: {why}")
+            return
+        self.guard.start_trial(cfg, self.seq, "model advice")
+        self._change(cfg, "model", why, expected_gain=advice.expected_gain, confidence=advice.confidence,
+                     cluster=advice.cluster)
+
+    def _coerce(self, config: Mapping[str, Any]) -> dict[str, Value]:
+        typed = {}
+        for name in self.space.names:
+            if name in config and config[name] is not None:
+                try:
+                    typed[name] = self.space.ladder(name).knob.coerce(config[name])
+                except PtmtError:
+                    continue
+        return self.space.snap({**self.config, **typed})
+
+    def _explore(self, sample: Sample, value: float | None, fp: np.ndarray) -> None:
+        g = self.guard
+        if g.budget <= 0:
+            return
+        candidates: list[tuple[int, float]] = []
+        legal = self.space.legal_moves(self.config)
+        if self.agent is not None and self.s.use_agent:
+            obs = observation.observe(sample, positions=self.space.positions(self.config), objective=value,
+                                      previous=self.previous, baseline=self.baseline,
+                                      since_change=self.since_change, fast_nodes=self.fast_nodes, fp=fp)
+            ranked = self.agent.ranked(obs, legal)
+            p_stay = next((p for a, p in ranked if a == 0), 0.0)
+            if p_stay >= self.s.guard.stay_confidence:
+                return
+            candidates = [(a, p) for a, p in ranked if a != 0]
+            source = "agent"
+        else:
+            n = self.space.n_actions - 1  # coordinate search: every knob down/up in turn
+            order = [1 + (self._fallback_cursor + i) % n for i in range(n)]
+            candidates = [(a, float("nan")) for a in order if legal[a]]
+            source = "coordinate search"
+        for action, p in candidates:
+            move: Move = self.space.move(action)
+            new = self.space.apply_move(self.config, move)
+            if new is None or move.knob is None or not g.allowed(move.knob, new):
+                continue
+            if source == "coordinate search":
+                self._fallback_cursor = (action - 1 + 1) % (self.space.n_actions - 1)
+            g.budget -= 1
+            g.start_trial(new, self.seq, str(move), move.knob)
+            prob = "" if math.isnan(p) else f" (p={p:.2f})"
+            self._change(new, "explore", f"{source}{prob}, trying; exploration budget {g.budget} left")
+            return

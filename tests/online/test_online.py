@@ -1,0 +1,184 @@
+"""The online tuner's parts on the simulated machine: environment, knob space, agent files, guard, loop."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ptmt.backends.registry import backend_for
+from ptmt.catalog import load_catalog
+from ptmt.errors import ConfigError, PtmtError
+from ptmt.journal import Journal
+from ptmt.online.agent import AgentMismatch, load_agent, train
+from ptmt.online.env import Scenario, SimTuningEnv
+from ptmt.online.guard import Guard, GuardSettings
+from ptmt.online.knobspace import KnobSpace, Move
+from ptmt.online.phase import PhaseDetector, PhaseSettings
+from ptmt.online.simrun import HostObjective, SimSetup, tune_sim
+from ptmt.online.tuner import Tuner, TuneSettings
+from ptmt.sim.host import SimHost
+
+SMALL = Scenario(workload="gups", fast_gb=4.0, footprint_scale=0.125, seed=1)
+SMALL_SETUP = SimSetup(workload="gups", fast_gb=4, slow_gb=8, footprint_gb=6, seed=1)
+
+
+def test_action_space_grows_linearly_and_respects_rules() -> None:
+    cat = load_catalog("autonuma")
+    space = KnobSpace(cat)
+    assert space.n_actions == 1 + 2 * len(cat.knobs)
+    for ladder in space.ladders:
+        assert ladder.knob.default in ladder.values
+        assert list(ladder.values) == sorted(ladder.values)
+    # scan_period_min_ms may not climb above scan_period_max_ms
+    cfg = {**space.defaults(), "scan_period_min_ms": 2000, "scan_period_max_ms": 1000}
+    assert not space.legal(cfg)
+    at_edge = {**space.defaults(), "scan_period_min_ms": 1000, "scan_period_max_ms": 1000}
+    assert space.apply_move(at_edge, Move("scan_period_min_ms", +1)) is None
+    assert space.apply_move(at_edge, Move("scan_period_max_ms", +1))["scan_period_max_ms"] == 5000
+    assert space.move(space.action(Move("scan_size_mb", -1))) == Move("scan_size_mb", -1)
+    with pytest.raises(PtmtError, match="no tunable knob 'nope'"):
+        KnobSpace(cat, ["nope"])
+
+
+def test_environment_passes_the_gymnasium_and_sb3_checkers() -> None:
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = SimTuningEnv("tpp", scenarios=[SMALL], episode_intervals=5)
+    check_env(env, skip_render_check=True)
+    sb3_check_env(env)
+    env.close()
+
+
+def test_reward_is_relative_to_the_lock_step_default_machine() -> None:
+    env = SimTuningEnv("autonuma", scenarios=[SMALL], episode_intervals=3)
+    obs, info = env.reset(seed=0)
+    assert obs.shape == env.observation_space.shape and np.isfinite(obs).all()
+    # staying at the defaults: tuned and default machines are the same, reward 0 exactly
+    _, reward, _, _, info = env.step(0)
+    assert info["objective"] == pytest.approx(info["default_objective"], rel=1e-12)
+    assert reward == pytest.approx(0.0, abs=1e-12)
+    # a move pays the change penalty on top of whatever it gains
+    a = env.space.action(Move("numa_balancing_promote_rate_limit_MBps", -1))
+    _, reward, _, trunc, info = env.step(a)
+    assert info["changed"] and reward == pytest.approx(info["gain"] - 0.003)
+    assert env.pair.host.fs.read("/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps").strip() == "16384"
+    env.close()
+
+
+def test_agent_file_round_trip_and_refusals(tmp_path: Path) -> None:
+    agent = train("autonuma", timesteps=16, ppo={"n_steps": 8, "batch_size": 8, "n_epochs": 1},
+                  workloads=["gups"], episode_intervals=4)
+    path = agent.save(tmp_path / "a.ptmt-agent")
+    cat = load_catalog("autonuma")
+    space = KnobSpace(cat)
+    back = load_agent(path, catalog=cat, space=space)
+    obs = np.linspace(-1, 1, len(agent.meta["observation"]["features"])).astype(np.float32)
+    assert np.allclose(back.probabilities(obs), agent.probabilities(obs))
+    legal = [True] + [False] * (space.n_actions - 1)
+    assert back.decide(obs, legal) == 0
+    with zipfile.ZipFile(path) as z:
+        assert sorted(z.namelist()) == ["meta.json", "policy.pt"]
+    # another backend
+    tpp = load_catalog("tpp")
+    with pytest.raises(AgentMismatch) as e:
+        load_agent(path, catalog=tpp, space=KnobSpace(tpp))
+    assert str(e.value) == (f"agent {path}: trained for backend autonuma, not tpp; "
+                            "retrain with `ptmt train --backend tpp`")
+    # the same backend with fewer knobs tuned
+    with pytest.raises(AgentMismatch, match="trained on knobs .* with other ladders"):
+        load_agent(path, catalog=cat, space=KnobSpace(cat, ["scan_size_mb"]))
+    # an edited catalog
+    meta = json.loads(zipfile.ZipFile(path).read("meta.json"))
+    meta["catalog_hash"] = "0" * 16
+    edited = tmp_path / "b.ptmt-agent"
+    with zipfile.ZipFile(edited, "w") as z:
+        z.writestr("meta.json", json.dumps(meta))
+        z.writestr("policy.pt", zipfile.ZipFile(path).read("policy.pt"))
+    with pytest.raises(AgentMismatch) as e:
+        load_agent(edited, catalog=cat, space=space)
+    assert str(e.value) == (f"agent {edited}: trained with catalog hash {'0' * 16} of backend autonuma, "
+                            f"the current catalog hash is {cat.hash}; retrain with `ptmt train --backend autonuma`")
+    (tmp_path / "junk.ptmt-agent").write_text("not a zip")
+    with pytest.raises(PtmtError, match="is not a PTMT agent file"):
+        load_agent(tmp_path / "junk.ptmt-agent")
+
+
+def test_guard_keeps_only_changes_that_pay_and_never_retries_a_loser() -> None:
+    g = Guard(GuardSettings(settle_intervals=1, evaluate_intervals=2, accept_margin=0.02))
+    g.new_phase({"k": 1})
+    g.best_level = 100.0
+    g.start_trial({"k": 2}, 10, "k up", "k")
+    assert g.judge(11, 50.0) is None  # settling: not judged
+    assert g.judge(12, 101.0) is None
+    assert g.judge(13, 101.0) == ("reject", pytest.approx(0.01))  # +1% < the 2% bar: noise, not gain
+    assert g.best == {"k": 1} and not g.allowed("k", {"k": 2})
+    g.start_trial({"k": 0}, 20, "k down", "k")
+    g.judge(21, None)
+    g.judge(22, 104.0)
+    assert g.judge(23, 106.0) == ("keep", pytest.approx(0.05))
+    assert g.best == {"k": 0} and g.best_level == pytest.approx(105.0)
+    # outside trials: a configuration other than the best that stays low is reverted
+    assert not g.watch({"k": 5}, 90.0)
+    assert g.watch({"k": 5}, 90.0)
+    assert not g.watch({"k": 0}, 10.0)  # the best configuration itself is never "reverted"
+
+
+def test_guard_settings_errors_name_the_key() -> None:
+    with pytest.raises(ConfigError) as e:
+        GuardSettings.from_mapping({"revert_after": 0, "accept_margin": 2, "bogus": 1})
+    lines = str(e.value).splitlines()
+    assert lines[0] == "At 'guard.revert_after': must be a positive integer (got 0)"
+    assert lines[1] == "At 'guard.accept_margin': must be a number between 0 and 1 (got 2)"
+    assert lines[2].startswith("At 'guard.bogus': unknown setting (allowed: settle_intervals, ")
+    assert GuardSettings.from_mapping({"revert_after": 3}).revert_after == 3
+
+
+def test_phase_detector_ignores_the_tuners_own_changes() -> None:
+    d = PhaseDetector(PhaseSettings(objective_shift=0.1, confirm=2, settle=1))
+    fp = np.ones(12)
+    assert not any(d.update(fp, 100.0) for _ in range(5))
+    d.config_changed()  # our change: the objective jumps, but that is not a phase
+    assert not d.update(fp * 3, 150.0)  # settling
+    assert not any(d.update(fp * 3, 150.0) for _ in range(3))
+    assert not d.update(fp * 3, 100.0)  # first strike under an unchanged configuration
+    assert d.update(fp * 3, 100.0)  # confirmed
+    assert "objective moved" in d.last_reason
+
+
+def test_tuning_loop_logs_every_change_and_restores_the_originals(tmp_path: Path) -> None:
+    host = SimHost(tmp_path / "m", workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6, persist=False)
+    cat = load_catalog("autonuma")
+    before = {k: host.fs.read(k.path).strip() for k in cat.all_knobs.values()}
+    journal = Journal(tmp_path / "state")
+    settings = TuneSettings(interval=10, duration=300, guard=GuardSettings(exploration_budget=6))
+    tuner = Tuner(host, backend_for(cat, host), journal, objective=HostObjective(), space=KnobSpace(cat),
+                  settings=settings)
+    result = tuner.run()
+    assert len(result.intervals) == 30
+    explores = [e for e in result.events if e.kind == "explore"]
+    assert 1 <= len(explores) <= 6
+    # one knob, one rung per change; every change says why
+    seqs = [e.seq for e in result.events if e.kind in ("explore", "revert", "model")]
+    assert len(seqs) == len(set(seqs))
+    for e in result.events:
+        assert e.reason
+    # every change logged as "knob old -> new: why"
+    assert explores[0].line().startswith(f"{explores[0].knob} {explores[0].old} -> {explores[0].new}: coordinate search")
+    after = {k: host.fs.read(k.path).strip() for k in cat.all_knobs.values()}
+    assert after == before and journal.entries() == []
+    assert max(result.decision_ms) < 50
+
+
+def test_tune_sim_reports_against_the_same_seed_defaults() -> None:
+    report = tune_sim("tpp", SMALL_SETUP, duration=200, interval=10,
+                      settings=TuneSettings(guard=GuardSettings(exploration_budget=0)))
+    # no exploration, no model: the tuned run is the default run, number for number
+    assert report.result.changes == 0
+    assert report.tuned_objective == pytest.approx(report.default_objective, rel=1e-12)
+    d = report.as_dict()
+    assert set(d) >= {"default_objective", "tuned_objective", "improvement", "final_config", "changes", "reverts"}
