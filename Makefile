@@ -27,9 +27,14 @@ run: $(STAMP)
 	$(DEMOENV) $(BIN)/ptmt sim run --backend autonuma --workload gups --duration 120 --interval 20 \
 		--set numa_balancing_promote_rate_limit_MBps=256 --set hot_threshold_ms=1
 	# offline profiling: a Sobol sweep into a local SQLite database, then the knob sensitivity ranking
-	$(DEMOENV) $(BIN)/ptmt profile --platform sim --backend autonuma --workload gups --budget 32 --workers 2 \
+	$(DEMOENV) $(BIN)/ptmt profile --platform sim --backend autonuma --workload gups --budget 32 --workers 2 --duration 180 --interval 10 \
 		--db sqlite:///$(CURDIR)/$(DEMO)/ptmt.db --no-progress
 	$(DEMOENV) $(BIN)/ptmt analyze --backend autonuma --db sqlite:///$(CURDIR)/$(DEMO)/ptmt.db
+	# online tuning of gups, starting from the query model fitted on that sweep, against the same-seed defaults
+	$(DEMOENV) $(BIN)/ptmt model fit --backend autonuma --db sqlite:///$(CURDIR)/$(DEMO)/ptmt.db \
+		--output $(CURDIR)/$(DEMO)/autonuma-model.npz
+	$(DEMOENV) $(BIN)/ptmt tune --platform sim --backend autonuma --workload gups --duration 900 \
+		--query-model $(CURDIR)/$(DEMO)/autonuma-model.npz
 
 test: $(STAMP)
 	$(BIN)/ruff check -q ptmt tests benchmarks scripts

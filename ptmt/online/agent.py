@@ -9,8 +9,10 @@ A trained agent is one file (``.ptmt-agent``, a zip) holding
 - ``meta.json``: format, backend, catalog hash, observation schema (version and feature names),
   knob schema (the ladders) and its hash, algorithm, network shape, training settings, scenarios,
   figures measured after training, PTMT version;
-- ``policy.pt``: the policy network's weights (a PyTorch state dict read with
-  ``weights_only=True``: loading a model file runs no code, unlike pickled SB3 zips).
+- ``policy.npz``: the policy network's weights as NumPy arrays (read with ``allow_pickle=False``:
+  loading a model file runs no code, unlike pickled SB3 zips). Deciding is a NumPy forward pass
+  (two tanh layers and a softmax), so the daemon never imports PyTorch: it decides in tens of
+  microseconds and stays small in memory.
 
 :func:`load_agent` refuses a file whose backend, catalog hash, observation schema or knob ladders
 differ from the caller's, naming what differs and how to rebuild it (``ptmt train``).
@@ -40,6 +42,7 @@ AGENT_FORMAT = 1
 SUFFIX = ".ptmt-agent"
 #: Policy and value networks: two small hidden layers keep a decision well under a millisecond.
 NET_ARCH = (64, 64)
+_PI = "mlp_extractor.policy_net."
 #: The original PTMT's discount (0.9): tuning rewards are immediate, long horizons only add noise.
 DEFAULT_PPO = {"learning_rate": 3e-4, "n_steps": 240, "batch_size": 60, "n_epochs": 8, "gamma": 0.9,
                "gae_lambda": 0.9, "ent_coef": 0.01, "clip_range": 0.2}
@@ -61,21 +64,24 @@ def shipped_agent_path(backend: str) -> Path:
 class Agent:
     """A policy ready to decide: ``decide(obs, legal)`` -> action index."""
 
-    def __init__(self, meta: dict[str, Any], policy: Any) -> None:
+    def __init__(self, meta: dict[str, Any], weights: Mapping[str, np.ndarray]) -> None:
         self.meta = meta
-        self.policy = policy
+        self.weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
+        self._layers = sorted({int(k.split(".")[2]) for k in self.weights if k.startswith(_PI)})
 
     @property
     def backend(self) -> str:
         return str(self.meta["backend"])
 
     def probabilities(self, obs: np.ndarray) -> np.ndarray:
-        import torch
-
-        with torch.no_grad():
-            t = torch.as_tensor(np.asarray(obs, np.float32)[None, :])
-            dist = self.policy.get_distribution(t)
-            return dist.distribution.probs.numpy()[0].astype(float)
+        """The policy's action distribution: SB3's MlpPolicy forward pass (tanh layers, softmax)."""
+        w = self.weights
+        h = np.asarray(obs, np.float64)
+        for i in self._layers:
+            h = np.tanh(w[f"{_PI}{i}.weight"] @ h + w[f"{_PI}{i}.bias"])
+        logits = w["action_net.weight"] @ h + w["action_net.bias"]
+        e = np.exp(logits - logits.max())
+        return e / e.sum()
 
     def ranked(self, obs: np.ndarray, legal: Sequence[bool] | None = None) -> list[tuple[int, float]]:
         """Legal actions with their probabilities, most likely first."""
@@ -89,16 +95,14 @@ class Agent:
         return ranked[0][0] if ranked else 0
 
     def save(self, path: str | Path) -> Path:
-        import torch
-
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         buf = io.BytesIO()
-        torch.save(self.policy.state_dict(), buf)
+        np.savez(buf, **self.weights)
         tmp = path.with_name(path.name + ".tmp")
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_DEFLATED) as z:
             z.writestr("meta.json", json.dumps(self.meta, indent=1, sort_keys=True, default=str))
-            z.writestr("policy.pt", buf.getvalue())
+            z.writestr("policy.npz", buf.getvalue())
         tmp.replace(path)
         return path
 
@@ -109,19 +113,8 @@ def expected_meta(catalog: Catalog, space: KnobSpace) -> dict[str, Any]:
             "knob_schema_hash": space.schema_hash()}
 
 
-def _build_policy(n_obs: int, n_actions: int, net_arch: Sequence[int]) -> Any:
-    import gymnasium as gym
-    from stable_baselines3.common.policies import ActorCriticPolicy
-
-    obs_space = gym.spaces.Box(-observation.CLIP, observation.CLIP, (n_obs,), np.float32)
-    return ActorCriticPolicy(obs_space, gym.spaces.Discrete(n_actions), lambda _: 0.0,
-                             net_arch=list(net_arch))
-
-
 def load_agent(path: str | Path, *, catalog: Catalog | None = None, space: KnobSpace | None = None) -> Agent:
     """Read an agent; with *catalog* and *space* given, refuse one that does not fit them."""
-    import torch
-
     path = Path(path)
     if not path.is_file():
         raise AgentError(f"no agent at {path}; train one with `ptmt train --backend "
@@ -129,8 +122,9 @@ def load_agent(path: str | Path, *, catalog: Catalog | None = None, space: KnobS
     try:
         with zipfile.ZipFile(path) as z:
             meta = json.loads(z.read("meta.json"))
-            state = torch.load(io.BytesIO(z.read("policy.pt")), weights_only=True)
-    except (OSError, KeyError, ValueError, zipfile.BadZipFile, RuntimeError) as exc:
+            with np.load(io.BytesIO(z.read("policy.npz")), allow_pickle=False) as npz:
+                weights = {k: npz[k] for k in npz.files}
+    except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
         raise AgentError(f"{path} is not a PTMT agent file ({exc})") from None
     retrain = f"retrain with `ptmt train --backend {catalog.name if catalog else meta.get('backend')}`"
     if meta.get("format") != AGENT_FORMAT:
@@ -156,14 +150,14 @@ def load_agent(path: str | Path, *, catalog: Catalog | None = None, space: KnobS
                                 f"({len(obs.get('features', []))} features), this PTMT builds version "
                                 f"{want['observation']['version']} ({len(want['observation']['features'])} "
                                 f"features); {retrain}")
-    policy = _build_policy(len(meta["observation"]["features"]), 1 + 2 * len(meta["knob_schema"]["knobs"]),
-                           meta.get("net_arch", NET_ARCH))
-    try:
-        policy.load_state_dict(state)
-    except RuntimeError as exc:
-        raise AgentError(f"{path}: policy weights do not fit the recorded network ({exc})") from None
-    policy.set_training_mode(False)
-    return Agent(meta, policy)
+    n_obs = len(meta["observation"]["features"])
+    n_actions = 1 + 2 * len(meta["knob_schema"]["knobs"])
+    first = weights.get(f"{_PI}0.weight")
+    head = weights.get("action_net.weight")
+    if first is None or head is None or first.shape[1] != n_obs or head.shape[0] != n_actions:
+        raise AgentError(f"{path}: policy weights do not fit the recorded schema ({n_obs} observations, "
+                         f"{n_actions} actions)")
+    return Agent(meta, weights)
 
 
 def train(backend: str, *, timesteps: int = 20_000, catalog: Catalog | None = None,
@@ -206,6 +200,15 @@ def train(backend: str, *, timesteps: int = 20_000, catalog: Catalog | None = No
             "interval_s": interval, "episode_intervals": episode_intervals, "workloads": suite,
             "n_envs": n_envs, "train_seconds": round(took, 1), "ptmt_version": __version__,
             "trained_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
-    policy = model.policy
-    policy.set_training_mode(False)
-    return Agent(json.loads(json.dumps(meta, default=str)), policy)
+    weights = {k: v.detach().cpu().numpy() for k, v in model.policy.state_dict().items()
+               if k.startswith(_PI) or k.startswith("action_net.")}
+    agent = Agent(json.loads(json.dumps(meta, default=str)), weights)
+    # the NumPy forward pass must give SB3's own distribution
+    probe = np.random.default_rng(seed).uniform(-3, 3, (16, model.observation_space.shape[0])).astype(np.float32)
+    with torch.no_grad():
+        ref = model.policy.get_distribution(torch.as_tensor(probe)).distribution.probs.numpy()
+    err = float(max(np.abs(agent.probabilities(o) - r).max() for o, r in zip(probe, ref, strict=True)))
+    if err > 1e-5:
+        raise AgentError(f"the NumPy policy differs from the trained one by {err:.2g}")
+    agent.meta["numpy_forward_max_error"] = err
+    return agent

@@ -73,6 +73,7 @@ def test_reward_is_relative_to_the_lock_step_default_machine() -> None:
 def test_agent_file_round_trip_and_refusals(tmp_path: Path) -> None:
     agent = train("autonuma", timesteps=16, ppo={"n_steps": 8, "batch_size": 8, "n_epochs": 1},
                   workloads=["gups"], episode_intervals=4)
+    assert agent.meta["numpy_forward_max_error"] < 1e-6  # NumPy decisions = SB3's policy
     path = agent.save(tmp_path / "a.ptmt-agent")
     cat = load_catalog("autonuma")
     space = KnobSpace(cat)
@@ -82,7 +83,7 @@ def test_agent_file_round_trip_and_refusals(tmp_path: Path) -> None:
     legal = [True] + [False] * (space.n_actions - 1)
     assert back.decide(obs, legal) == 0
     with zipfile.ZipFile(path) as z:
-        assert sorted(z.namelist()) == ["meta.json", "policy.pt"]
+        assert sorted(z.namelist()) == ["meta.json", "policy.npz"]
     # another backend
     tpp = load_catalog("tpp")
     with pytest.raises(AgentMismatch) as e:
@@ -98,7 +99,7 @@ def test_agent_file_round_trip_and_refusals(tmp_path: Path) -> None:
     edited = tmp_path / "b.ptmt-agent"
     with zipfile.ZipFile(edited, "w") as z:
         z.writestr("meta.json", json.dumps(meta))
-        z.writestr("policy.pt", zipfile.ZipFile(path).read("policy.pt"))
+        z.writestr("policy.npz", zipfile.ZipFile(path).read("policy.npz"))
     with pytest.raises(AgentMismatch) as e:
         load_agent(edited, catalog=cat, space=space)
     assert str(e.value) == (f"agent {edited}: trained with catalog hash {'0' * 16} of backend autonuma, "
