@@ -26,6 +26,15 @@ KNOWN_SIM_DISAGREEMENTS = {
 }
 
 
+#: Cases whose direction the real kernel itself does not reproduce from boot to boot under software
+#: emulation: they stay in the table for the record, but their direction is not asserted.
+UNSTABLE_IN_THE_KERNEL = {
+    "scan_size_mb:numa_hint_faults": "the kernel's own direction varies between boots under TCG "
+                                     "(309303 -> 110644 in one run, 96598 -> 122348 in another); "
+                                     "numa_pte_updates moves the same way every time",
+}
+
+
 @pytest.fixture(scope="module")
 def real(tiervm, tmp_path_factory):
     return fidelity.run_real(tiervm, tmp_path_factory.mktemp("fidelity"))
@@ -39,7 +48,9 @@ def sim():
     return fidelity.run_sim()
 
 
-@pytest.mark.parametrize("case_id", list(CASES))
+@pytest.mark.parametrize("case_id", [
+    pytest.param(c, marks=pytest.mark.xfail(reason=UNSTABLE_IN_THE_KERNEL[c], strict=False))
+    if c in UNSTABLE_IN_THE_KERNEL else c for c in CASES])
 def test_real_kernel_moves_counter_as_mechanism_predicts(real, case_id):
     c = CASES[case_id]
     lo, hi = real[c.run_name(c.low)][c.counter], real[c.run_name(c.high)][c.counter]
