@@ -480,6 +480,11 @@ def fit_table(table: pd.DataFrame, *, backend: str, catalog_hash: str,
             if len(members) > max_points_per_cluster:
                 members = rng.choice(members, size=max_points_per_cluster, replace=False)
             keep[members] = True
+    # a cluster of near-identical trials (a workload no knob moves) would otherwise call every
+    # query near it an outlier: no threshold below half the clusters' median
+    positive = thresholds[thresholds > 1e-3]
+    if len(positive):
+        thresholds = np.maximum(thresholds, 0.5 * float(np.median(positive)))
 
     default_perf, rel_table, measured = _relative_table(table, knob_names, configs, defaults,
                                                         workloads, seed)
