@@ -11,21 +11,14 @@ wall time, trials per second and the best gain per workload. Target: <= 2 minute
 from __future__ import annotations
 
 import argparse
-import multiprocessing as mp
 import tempfile
 import time
 from pathlib import Path
 
 from ptmt.db import open_storage
-from ptmt.offline.profile import Prepared, ProfileOptions, StopFlag, prepare, summarise, work
+from ptmt.offline.profile import summarise
+from ptmt.offline.suite_db import build_suite_database, plan_suite
 from ptmt.sim.specs import builtin_names
-
-
-def _worker(preps: list[Prepared], offset: int, url: str) -> None:
-    stop = StopFlag()
-    with open_storage(url, create=False) as db:
-        for i in range(len(preps)):  # start on different studies, then help with the rest
-            work(preps[(i + offset) % len(preps)], db, stop)
 
 
 def main() -> None:
@@ -43,18 +36,11 @@ def main() -> None:
     url = args.db or f"sqlite:///{Path(tmp) / 'sweep.db'}"
 
     t0 = time.perf_counter()
-    with open_storage(url) as db:
-        preps = [prepare(ProfileOptions(backend=args.backend, workload=w, platform="sim", strategy="sobol",
-                                        budget=args.configs, duration=args.duration, interval=args.interval,
-                                        db=url, seed=0, show_progress=False), db) for w in workloads]
+    preps = plan_suite(args.backend, url, workloads, budget=args.configs, duration=args.duration,
+                       interval=args.interval)
     t_plan = time.perf_counter() - t0
-    ctx = mp.get_context("spawn")
-    procs = [ctx.Process(target=_worker, args=(preps, k * len(preps) // args.workers, url))
-             for k in range(args.workers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
+    build_suite_database(args.backend, url, workloads, budget=args.configs, duration=args.duration,
+                         interval=args.interval, workers=args.workers)  # reuses the planned studies
     wall = time.perf_counter() - t0
     with open_storage(url) as db:
         rows = [(w, summarise(db, p)) for w, p in zip(workloads, preps, strict=True)]

@@ -1,0 +1,90 @@
+"""A performance database of the whole built-in workload suite, and leave-one-workload-out models from it.
+
+The online tuner's claims (tests/online, benchmarks/evaluate) must show generalisation, not memory:
+the query model that advises on workload W is fitted on every other workload's trials. Sweeping
+the suite once and fitting one model per held-out workload from the same per-trial table costs one
+sweep, not twelve.
+
+    url = build_suite_database("tpp", "sqlite:///suite.db", budget=16, duration=180)
+    table = suite_table(url, "tpp")
+    model = leave_one_out(table, "tpp", "gups")     # trained without any gups trial
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections.abc import Sequence
+from typing import Any
+
+import pandas as pd
+
+from ptmt.catalog import Catalog, load_catalog
+from ptmt.db import open_storage
+from ptmt.offline.model import ModelError, QueryModel, fit_table, load_table
+from ptmt.offline.profile import Prepared, ProfileOptions, StopFlag, prepare, work
+
+
+def _worker(preps: list[Prepared], offset: int, url: str) -> None:
+    stop = StopFlag()
+    with open_storage(url, create=False) as db:
+        for i in range(len(preps)):  # start on different studies, then help with the rest
+            work(preps[(i + offset) % len(preps)], db, stop)
+
+
+def plan_suite(backend: str, url: str, workloads: Sequence[str], *, budget: int, duration: float,
+               interval: float = 10.0, seed: int = 0, sim: dict[str, Any] | None = None) -> list[Prepared]:
+    """One Sobol study per workload on the simulated machine (already planned studies are reused)."""
+    with open_storage(url) as db:
+        return [prepare(ProfileOptions(backend=backend, workload=w, platform="sim", strategy="sobol",
+                                       budget=budget, duration=duration, interval=interval, db=url, seed=seed,
+                                       sim=dict(sim or {}), show_progress=False), db) for w in workloads]
+
+
+def build_suite_database(backend: str, url: str, workloads: Sequence[str] | None = None, *, budget: int = 16,
+                         duration: float = 180.0, interval: float = 10.0, workers: int = 2, seed: int = 0,
+                         sim: dict[str, Any] | None = None) -> str:
+    """Sweep *workloads* (default: the built-in suite) into the database at *url*; returns *url*.
+
+    Worker processes claim trials study after study, as ``ptmt profile --workers`` does, so both
+    cores stay busy across workload boundaries. Interrupted or partial sweeps resume.
+    """
+    from ptmt.sim.specs import builtin_names
+
+    names = list(workloads) if workloads is not None else builtin_names("workloads")
+    preps = plan_suite(backend, url, names, budget=budget, duration=duration, interval=interval, seed=seed, sim=sim)
+    if workers <= 1:
+        _worker(preps, 0, url)
+        return url
+    # fork: callers need no __main__ guard, and the workers open their own database connections
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_worker, args=(preps, k * len(preps) // workers, url)) for k in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if failed:
+        raise ModelError(f"suite sweep of {backend}: {len(failed)} worker process(es) failed (exit {failed})")
+    return url
+
+
+def suite_table(url: str, backend: str, catalog: Catalog | None = None) -> pd.DataFrame:
+    """The per-trial table (fingerprints, perf, knobs) of *backend*'s trials in the database at *url*."""
+    catalog = catalog or load_catalog(backend)
+    with open_storage(url, create=False) as db:
+        return load_table(db, backend, catalog.hash)
+
+
+def leave_one_out(table: pd.DataFrame, backend: str, workload: str, catalog: Catalog | None = None,
+                  seed: int = 0) -> QueryModel:
+    """The query model of *backend* fitted on every workload of *table* except *workload*."""
+    catalog = catalog or load_catalog(backend)
+    rest = table[table["workload"] != workload]
+    if rest.empty:
+        raise ModelError(f"leaving out {workload} leaves no trial of {backend} to fit on")
+    if rest["workload"].nunique() == table["workload"].nunique():
+        raise ModelError(f"workload {workload!r} is not in the table (has: "
+                         f"{', '.join(sorted(table['workload'].unique()))})")
+    return fit_table(rest.reset_index(drop=True), backend=backend, catalog_hash=catalog.hash,
+                     knob_names=list(catalog.knobs), defaults=catalog.defaults(), seed=seed,
+                     extra_meta={"left_out": workload})

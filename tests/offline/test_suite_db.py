@@ -1,0 +1,44 @@
+"""The suite database and its leave-one-workload-out models: the basis of the tuner's generalisation claims."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from ptmt.offline.model import ModelError
+from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_table
+
+WORKLOADS = ["gups", "stream", "btree"]
+
+
+@pytest.fixture(scope="module")
+def suite_url(tmp_path_factory: pytest.TempPathFactory) -> str:
+    path: Path = tmp_path_factory.mktemp("suite") / "suite.db"
+    return build_suite_database("tpp", f"sqlite:///{path}", WORKLOADS, budget=3, duration=30, interval=10,
+                                workers=2)
+
+
+def test_every_workload_gets_its_own_study_and_a_resumed_build_adds_nothing(suite_url: str) -> None:
+    table = suite_table(suite_url, "tpp")
+    counts = table.groupby("workload").size().to_dict()
+    assert set(counts) == set(WORKLOADS)
+    assert all(n >= 3 for n in counts.values())  # the Sobol configurations (plus the default)
+    build_suite_database("tpp", suite_url, WORKLOADS, budget=3, duration=30, interval=10, workers=1)
+    assert len(suite_table(suite_url, "tpp")) == len(table)
+
+
+def test_leave_one_out_never_sees_the_held_out_workload(suite_url: str) -> None:
+    table = suite_table(suite_url, "tpp")
+    model = leave_one_out(table, "tpp", "gups")
+    assert model.meta["left_out"] == "gups"
+    assert model.meta["n_trials"] == int((table["workload"] != "gups").sum())
+    assert model.meta["n_trials"] < len(table)
+
+
+def test_leave_one_out_refuses_a_workload_the_table_lacks(suite_url: str) -> None:
+    table = suite_table(suite_url, "tpp")
+    with pytest.raises(ModelError, match=r"workload 'npb-cg' is not in the table \(has: btree, gups, stream\)"):
+        leave_one_out(table, "tpp", "npb-cg")
+    with pytest.raises(ModelError, match="leaves no trial"):
+        leave_one_out(table[table["workload"] == "gups"], "tpp", "gups")
