@@ -25,7 +25,8 @@ def tune(backend: BackendOpt,
          fast_gb: Annotated[float | None, typer.Option("--fast-gb", help="Simulated fast-tier size in GiB.")] = None,
          slow_gb: Annotated[float | None, typer.Option("--slow-gb", help="Simulated slow-tier size in GiB.")] = None,
          footprint_gb: Annotated[float | None, typer.Option("--footprint-gb", help="Simulated workload footprint in GiB.")] = None,
-         model: Annotated[Path | None, typer.Option("--model", help="Trained agent file (ptmt train). Default: none, coordinate search proposes moves.")] = None,
+         model: Annotated[Path | None, typer.Option("--model", help="Trained agent file (ptmt train). Default: the agent shipped for the backend, if any (built-in catalog only).")] = None,
+         search: Annotated[bool, typer.Option("--search", help="Use no agent: coordinate search proposes moves.")] = False,
          query_model: Annotated[Path | None, typer.Option("--query-model", help="Offline query model (ptmt model fit) asked at start and on phase changes.")] = None,
          catalog_dir: CatalogDirOpt = None, json_out: JsonOpt = False, verbose: VerboseOpt = False) -> None:
     """Tune a backend's knobs online: database advice, agent proposals, guard rails, phase changes."""
@@ -47,7 +48,12 @@ def tune(backend: BackendOpt,
     catalog = load_catalog(backend, catalog_dirs(catalog_dir))
     space = KnobSpace(catalog)
     agent = None
-    if model is not None:
+    if model is None and not search and catalog_dir is None:
+        from ptmt.online.agent import shipped_agent_path
+
+        shipped = shipped_agent_path(backend)
+        model = shipped if shipped.is_file() else None
+    if model is not None and not search:
         from ptmt.online.agent import load_agent
 
         agent = load_agent(model, catalog=catalog, space=space)
