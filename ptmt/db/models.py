@@ -11,6 +11,11 @@ Tables (arrows are foreign keys)::
                      └── trials ──────────┘ (host that ran it)
     configurations ◄─────┘  ▲
                             └── samples (one row per interval, counters as JSON)
+
+    backends ◄────────── tuning_runs ◄── tuning_intervals (one row per interval) ──► configurations
+    hosts ◄──────────────┘ │ ▲
+    configurations ◄───────┘ └── tuning_events (one row per decision)
+      (start and final)
 """
 
 from __future__ import annotations
@@ -93,6 +98,33 @@ class TrialStatus(str, enum.Enum):
 FINAL_STATUSES = (TrialStatus.DONE, TrialStatus.FAILED)
 
 _STATUS_SQL = ", ".join(f"'{s.value}'" for s in TrialStatus)
+
+
+class TuningMode(str, enum.Enum):
+    """What an online run did: tuned, held the defaults (the comparison run), or only proposed."""
+
+    TUNE = "tune"
+    DEFAULT = "default"
+    DRY_RUN = "dry-run"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+class RunStatus(str, enum.Enum):
+    """Where an online tuning run is; ``running`` is the only status a run leaves."""
+
+    RUNNING = "running"
+    FINISHED = "finished"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+
+    def __str__(self) -> str:
+        return self.value
+
+
+_MODE_SQL = ", ".join(f"'{m.value}'" for m in TuningMode)
+_RUN_STATUS_SQL = ", ".join(f"'{s.value}'" for s in RunStatus)
 
 HASH_LEN = 64
 
@@ -243,3 +275,86 @@ class Sample(Base):
     dt_s: Mapped[float] = mapped_column(Float)  # interval length in seconds
     objective: Mapped[float | None] = mapped_column(Float)
     counters: Mapped[dict[str, Any]]
+
+
+class TuningRun(Base):
+    """One online tuning session (``ptmt tune``): what was tuned where, how it started and ended.
+
+    ``token`` is made by the client before the first write, so a recorder that lost its connection
+    can create the run late, or resend it, without making a second one.
+    """
+
+    __tablename__ = "tuning_runs"
+    __table_args__ = (
+        CheckConstraint(f"mode IN ({_MODE_SQL})", name="mode"),
+        CheckConstraint(f"status IN ({_RUN_STATUS_SQL})", name="status"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    backend_id: Mapped[int] = mapped_column(ForeignKey("backends.id"), index=True)
+    host_id: Mapped[int] = mapped_column(ForeignKey("hosts.id"), index=True)
+    workload: Mapped[str | None] = mapped_column(String(255), index=True)  # as the operator names it
+    platform: Mapped[str] = mapped_column(String(16))  # "linux" or "sim"
+    mode: Mapped[str] = mapped_column(String(16))
+    objective_name: Mapped[str] = mapped_column(String(64))
+    objective_unit: Mapped[str | None] = mapped_column(String(32))
+    settings: Mapped[dict[str, Any]]  # interval, duration, guard, phase, model/agent use, ...
+    start_configuration_id: Mapped[int | None] = mapped_column(ForeignKey("configurations.id"))
+    final_configuration_id: Mapped[int | None] = mapped_column(ForeignKey("configurations.id"))
+    status: Mapped[str] = mapped_column(String(16), default=RunStatus.RUNNING.value)
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    summary: Mapped[dict[str, Any] | None]  # mean objective, changes, reverts, comparison, ...
+    ptmt_version: Mapped[str] = mapped_column(String(32))
+    seed: Mapped[int | None] = mapped_column(BigInteger)
+    label: Mapped[str | None] = mapped_column(String(255))
+
+    backend: Mapped[Backend] = relationship(lazy="joined")
+    host: Mapped[Host] = relationship(lazy="joined")
+
+
+class TuningInterval(Base):
+    """One interval of a tuning run: the objective and the configuration it was measured under.
+
+    The configuration is a foreign key rather than a copy: a run spends most intervals in a few
+    configurations, which are stored once (the same rows the offline profiler uses).
+    """
+
+    __tablename__ = "tuning_intervals"
+    __table_args__ = (UniqueConstraint("run_id", "seq"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("tuning_runs.id", ondelete="CASCADE"))
+    seq: Mapped[int] = mapped_column(Integer)  # interval number within the run
+    t_s: Mapped[float] = mapped_column(Float)  # interval end, seconds since the run started
+    objective: Mapped[float | None] = mapped_column(Float)
+    baseline: Mapped[float | None] = mapped_column(Float)  # the phase's warm-up level
+    configuration_id: Mapped[int] = mapped_column(ForeignKey("configurations.id"), index=True)
+    phase: Mapped[int] = mapped_column(Integer)
+    fingerprint: Mapped[dict[str, Any] | None]  # workload features, as the query model sees them
+    counters: Mapped[dict[str, Any] | None]  # counter deltas under the kernel's names
+
+
+class TuningEvent(Base):
+    """One decision of a tuning run (a knob change, a verdict, a phase change, an error).
+
+    ``ordinal`` is the event's place in the run; ``n`` numbers changes, and one change that moves
+    several knobs is several events with the same ``n``.
+    """
+
+    __tablename__ = "tuning_events"
+    __table_args__ = (UniqueConstraint("run_id", "ordinal"),)
+
+    id: Mapped[int] = mapped_column(BigId, primary_key=True)
+    run_id: Mapped[int] = mapped_column(ForeignKey("tuning_runs.id", ondelete="CASCADE"))
+    ordinal: Mapped[int] = mapped_column(Integer)
+    n: Mapped[int] = mapped_column(Integer)
+    seq: Mapped[int] = mapped_column(Integer)  # the interval it happened after
+    t_s: Mapped[float] = mapped_column(Float)
+    kind: Mapped[str] = mapped_column(String(32))  # model, explore, keep, reject, revert, phase, error
+    reason: Mapped[str] = mapped_column(Text)
+    knob: Mapped[str | None] = mapped_column(String(255))
+    old: Mapped[str | None] = mapped_column(Text)
+    new: Mapped[str | None] = mapped_column(Text)
+    details: Mapped[dict[str, Any] | None]

@@ -14,20 +14,27 @@
             db.finish_trial(trial, objective=3.2, unit="Mops/s")
         df = db.trials_frame(study)                 # one row per trial, knob.* columns
 
+        run = db.start_tuning_run(backend, host, platform="linux", objective_name="ipc")
+        db.add_tuning_intervals(run, tuner_rows)    # idempotent by (run, seq)
+        db.add_tuning_events(run, events)           # idempotent by (run, ordinal)
+        db.finish_tuning_run(run, "finished", final_config={...}, summary={...})
+        runs, intervals = db.tuning_runs_frame("tpp"), db.tuning_intervals_frame(run)
+
 Every method runs in its own short transaction and returns detached ORM rows (read-only
 snapshots) or plain values; methods taking a row also take its integer id.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 import pandas as pd
-from sqlalchemy import URL, Connection, Engine, delete, func, insert, select, update
-from sqlalchemy.exc import DBAPIError, IntegrityError
+from sqlalchemy import URL, Connection, Engine, Insert, delete, func, insert, select, update
+from sqlalchemy.exc import DBAPIError, IntegrityError, InterfaceError, OperationalError
 from sqlalchemy.orm import Session, aliased, sessionmaker
 
 from ptmt.db import engine as _engine
@@ -38,10 +45,15 @@ from ptmt.db.models import (
     Backend,
     Configuration,
     Host,
+    RunStatus,
     Sample,
     Study,
     Trial,
     TrialStatus,
+    TuningEvent,
+    TuningInterval,
+    TuningMode,
+    TuningRun,
     Workload,
     utcnow,
 )
@@ -56,6 +68,24 @@ TRIAL_COLUMNS = [
 ]
 #: Columns of ``samples_frame`` before the counter columns.
 SAMPLE_COLUMNS = ["trial_id", "study_id", "seq", "t_s", "dt_s", "objective"]
+#: Columns of ``tuning_runs_frame``.
+TUNING_RUN_COLUMNS = [
+    "run_id", "token", "backend", "catalog_hash", "host", "platform", "workload", "mode", "status",
+    "objective_name", "objective_unit", "started_at", "finished_at", "duration_s", "intervals",
+    "events", "mean_objective", "ptmt_version", "seed", "label", "start_configuration_id",
+    "final_configuration_id", "start_config", "final_config", "settings", "summary",
+]
+#: Columns of ``tuning_intervals_frame`` before the knob (and optional fingerprint/counter) columns.
+TUNING_INTERVAL_COLUMNS = ["run_id", "seq", "t_s", "objective", "baseline", "phase",
+                           "configuration_id", "config_hash"]
+#: Columns of ``tuning_events_frame``.
+TUNING_EVENT_COLUMNS = ["run_id", "ordinal", "n", "seq", "t_s", "kind", "reason", "knob", "old",
+                        "new", "details"]
+
+
+class DatabaseUnavailable(DatabaseError):
+    """The database could not be reached or written for now (connection refused or lost, file
+    locked or unreadable): worth retrying later, unlike a schema or constraint error."""
 
 
 def _id(obj: Any) -> int:
@@ -88,16 +118,25 @@ class Storage:
 
     @classmethod
     def open(cls, url: str | URL | None = None, *, create: bool = True,
-             echo: bool = False) -> Storage:
+             echo: bool = False, timeout_s: float | None = None) -> Storage:
         """Open the database at *url* (``None``: ``$PTMT_DB`` or the default SQLite file).
 
         A brand-new database (no tables at all) is migrated to the newest schema when *create*
         is true. Any other database must already be at the newest revision: an older one raises
         :class:`~ptmt.db.errors.DatabaseOutdated` ("run `ptmt db upgrade`"), a newer one
         :class:`~ptmt.db.errors.DatabaseTooNew`. Nothing is ever migrated silently.
+
+        *timeout_s* bounds how long one connection attempt (PostgreSQL) or one wait for a
+        SQLite lock may take, for callers such as the online tuner that must not stall a minute.
         """
         resolved = _engine.resolve_url(url)
-        eng = _engine.create(resolved, echo=echo)
+        kwargs: dict[str, Any] = {}
+        if timeout_s is not None:
+            if _engine.is_sqlite(resolved):
+                kwargs["connect_args"] = {"timeout": float(timeout_s)}
+            elif resolved.get_backend_name() == "postgresql":
+                kwargs["connect_args"] = {"connect_timeout": max(1, math.ceil(timeout_s))}
+        eng = _engine.create(resolved, echo=echo, **kwargs)
         where = _engine.mask(resolved)
         try:
             with _wrap(resolved, f"cannot open {where}"):
@@ -563,6 +602,294 @@ class Storage:
             frame = pd.concat([frame, counters], axis=1)
         return frame
 
+    # ------------------------------------------------------------------ online tuning runs
+
+    def _configuration_ids(self, by_hash: Mapping[str, dict[str, Any]]) -> dict[str, int]:
+        """Ids of these configurations (hash -> canonical knobs), created when missing."""
+        with self._read() as c:
+            found = {h: i for h, i in c.execute(
+                select(Configuration.hash, Configuration.id)
+                .where(Configuration.hash.in_(list(by_hash))))}
+        for h, knobs in by_hash.items():
+            if h not in found:
+                found[h] = self.configuration(knobs).id
+        return found
+
+    def _run_id(self, run: TuningRun | int | str) -> int:
+        """The id of a run given as a row, an id or its token."""
+        if not isinstance(run, str):
+            return _id(run)
+        with self._read() as c:
+            rid = c.execute(select(TuningRun.id).where(TuningRun.token == run)).scalar()
+        if rid is None:
+            raise DatabaseError(f"no tuning run with token {run}")
+        return int(rid)
+
+    def _run_ids(self, runs: TuningRun | int | str | Iterable[TuningRun | int | str]) -> list[int]:
+        if isinstance(runs, (TuningRun, int, str)):
+            return [self._run_id(runs)]
+        return [self._run_id(r) for r in runs]
+
+    def _insert_new(self, model: type[Any], keys: list[str]) -> Insert:
+        """An INSERT that skips rows whose *keys* are already stored (a resend after a lost
+        acknowledgement), race-free where the dialect has ``ON CONFLICT DO NOTHING``."""
+        if self.dialect == "postgresql":
+            from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+            return pg_insert(model).on_conflict_do_nothing(index_elements=keys)
+        if self.dialect == "sqlite":
+            from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+            return sqlite_insert(model).on_conflict_do_nothing(index_elements=keys)
+        return insert(model)
+
+    def start_tuning_run(self, backend: Backend | int, host: Host | int, *, platform: str,
+                         objective_name: str, objective_unit: str | None = None,
+                         mode: TuningMode | str = TuningMode.TUNE,
+                         workload: str | None = None, settings: Mapping[str, Any] | None = None,
+                         start_config: Mapping[str, Any] | None = None,
+                         seed: int | None = None, label: str | None = None,
+                         ptmt_version: str | None = None, token: str | None = None,
+                         started_at: datetime | None = None) -> TuningRun:
+        """Record that an online tuning run started; returns its row (``.id``, ``.token``).
+
+        Idempotent by *token* (a random one when None): a client that could not tell whether its
+        first attempt arrived sends the same token again and gets the same run, so a recorder
+        can also create the run late, after an outage, with the *started_at* it noted.
+        """
+        import uuid
+
+        from ptmt import __version__
+
+        values: dict[str, Any] = {
+            "backend_id": _id(backend), "host_id": _id(host), "workload": workload,
+            "platform": platform, "mode": _run_mode(mode), "objective_name": objective_name,
+            "objective_unit": objective_unit, "settings": _lenient_json(dict(settings or {})),
+            "start_configuration_id": (self.configuration(start_config).id
+                                       if start_config is not None else None),
+            "status": RunStatus.RUNNING.value, "started_at": started_at or utcnow(),
+            "ptmt_version": ptmt_version or __version__,
+            "seed": None if seed is None else int(seed), "label": label}
+        row, _ = self._get_or_create(TuningRun, {"token": token or uuid.uuid4().hex}, values)
+        return row
+
+    def get_tuning_run(self, run: TuningRun | int | str) -> TuningRun:
+        rid = self._run_id(run)
+        with self._session() as s:
+            return _must(s.get(TuningRun, rid), "tuning run", rid)
+
+    def set_tuning_start_config(self, run: TuningRun | int | str,
+                                config: Mapping[str, Any]) -> bool:
+        """Record the run's starting configuration if it is not known yet (a recorder learns it
+        from the first interval); False when one was already recorded."""
+        cid = self.configuration(config).id
+        with self._session() as s:
+            res = s.execute(update(TuningRun)
+                            .where(TuningRun.id == self._run_id(run),
+                                   TuningRun.start_configuration_id.is_(None))
+                            .values(start_configuration_id=cid)
+                            .execution_options(synchronize_session=False))
+            s.commit()
+            return res.rowcount == 1
+
+    def add_tuning_intervals(self, run: TuningRun | int | str,
+                             rows: Iterable[Mapping[str, Any]]) -> int:
+        """Store intervals of a run: the tuner's rows (``seq``, ``t_s``, ``objective``,
+        ``baseline``, ``config``, ``phase``, ``fingerprint``, ``counters``). Rows whose ``seq``
+        is already stored are skipped (first write wins), so resending after a reconnect is
+        harmless. NaN objectives and JSON values are stored as NULL. Returns how many were new."""
+        rid = self._run_id(run)
+        by_seq: dict[int, tuple[str, dict[str, Any]]] = {}
+        configs: dict[str, dict[str, Any]] = {}
+        for row in rows:
+            seq = int(row["seq"])
+            if seq in by_seq:
+                continue
+            knobs = normalize(dict(row["config"]))
+            digest = config_hash(knobs)
+            configs[digest] = knobs
+            fp, counters = row.get("fingerprint"), row.get("counters")
+            by_seq[seq] = (digest, {
+                "run_id": rid, "seq": seq, "t_s": float(row["t_s"]),
+                "objective": _finite(row.get("objective")),
+                "baseline": _finite(row.get("baseline")), "phase": int(row.get("phase") or 0),
+                "fingerprint": None if fp is None else _lenient_json(dict(fp)),
+                "counters": None if counters is None else _lenient_json(dict(counters))})
+        if not by_seq:
+            return 0
+        ids = self._configuration_ids(configs)
+        with self._session() as s:
+            stored = set(s.scalars(select(TuningInterval.seq).where(
+                TuningInterval.run_id == rid, TuningInterval.seq >= min(by_seq),
+                TuningInterval.seq <= max(by_seq))))
+            new = [{**values, "configuration_id": ids[digest]}
+                   for seq, (digest, values) in sorted(by_seq.items()) if seq not in stored]
+            if new:
+                s.execute(self._insert_new(TuningInterval, ["run_id", "seq"]), new)
+            s.commit()
+        return len(new)
+
+    def add_tuning_events(self, run: TuningRun | int | str,
+                          events: Iterable[Mapping[str, Any]]) -> int:
+        """Store events of a run: the tuner's events (``n``, ``seq``, ``t_s``, ``kind``,
+        ``reason``, ``knob``, ``old``, ``new``, ``details``) each with an ``ordinal``, its place in
+        the run's event sequence (the tuner's ``n`` is shared by the knobs of one change, so it
+        cannot identify an event). Ordinals already stored are skipped. Returns how many were new.
+        """
+        rid = self._run_id(run)
+        by_ordinal: dict[int, dict[str, Any]] = {}
+        for ev in events:
+            if "ordinal" not in ev:
+                raise ValueError("tuning events need an 'ordinal' (their place in the run), "
+                                 "so that a resend can be recognised")
+            ordinal = int(ev["ordinal"])
+            if ordinal in by_ordinal:
+                continue
+            details = ev.get("details")
+            by_ordinal[ordinal] = {
+                "run_id": rid, "ordinal": ordinal, "n": int(ev["n"]), "seq": int(ev["seq"]),
+                "t_s": float(ev["t_s"]), "kind": str(ev["kind"]), "reason": str(ev["reason"]),
+                "knob": ev.get("knob"),
+                "old": None if ev.get("old") is None else str(ev["old"]),
+                "new": None if ev.get("new") is None else str(ev["new"]),
+                "details": _lenient_json(dict(details)) if details else None}
+        if not by_ordinal:
+            return 0
+        with self._session() as s:
+            stored = set(s.scalars(select(TuningEvent.ordinal).where(
+                TuningEvent.run_id == rid, TuningEvent.ordinal >= min(by_ordinal),
+                TuningEvent.ordinal <= max(by_ordinal))))
+            new = [v for o, v in sorted(by_ordinal.items()) if o not in stored]
+            if new:
+                s.execute(self._insert_new(TuningEvent, ["run_id", "ordinal"]), new)
+            s.commit()
+        return len(new)
+
+    def finish_tuning_run(self, run: TuningRun | int | str, status: RunStatus | str,
+                          final_config: Mapping[str, Any] | None = None,
+                          summary: Mapping[str, Any] | None = None, *,
+                          finished_at: datetime | None = None) -> bool:
+        """Running → finished, failed or interrupted, with the configuration the run ended in and
+        a summary (mean objective, changes, comparison with the defaults, ...). False when the
+        run was not running any more (a resend of the same call after a reconnect)."""
+        st = _run_status(status)
+        if st == RunStatus.RUNNING.value:
+            raise ValueError("finish_tuning_run needs a final status (finished, failed, "
+                             "interrupted)")
+        rid = self._run_id(run)
+        values: dict[str, Any] = {"status": st, "finished_at": finished_at or utcnow()}
+        if final_config is not None:
+            values["final_configuration_id"] = self.configuration(final_config).id
+        if summary is not None:
+            values["summary"] = _lenient_json(dict(summary))
+        with self._session() as s:
+            res = s.execute(update(TuningRun)
+                            .where(TuningRun.id == rid,
+                                   TuningRun.status == RunStatus.RUNNING.value)
+                            .values(**values)
+                            .execution_options(synchronize_session=False))
+            s.commit()
+            return res.rowcount == 1
+
+    def tuning_runs_frame(self, backend: str | None = None, *, workload: str | None = None,
+                          hostname: str | None = None,
+                          status: RunStatus | str | Iterable[RunStatus | str] | None = None,
+                          mode: TuningMode | str | None = None, label: str | None = None,
+                          ) -> pd.DataFrame:
+        """Tuning runs, one row each, oldest first, with their interval and event counts and mean
+        objective (columns :data:`TUNING_RUN_COLUMNS`; ``start_config``, ``final_config``,
+        ``settings`` and ``summary`` hold dicts). Filters by backend, workload and host name,
+        status, mode and label."""
+        per_run = (select(TuningInterval.run_id.label("run_id"), func.count().label("n"),
+                          func.avg(TuningInterval.objective).label("mean"))
+                   .group_by(TuningInterval.run_id).subquery())
+        per_run_ev = (select(TuningEvent.run_id.label("run_id"), func.count().label("n"))
+                      .group_by(TuningEvent.run_id).subquery())
+        start_cfg, final_cfg = aliased(Configuration), aliased(Configuration)
+        q = (select(TuningRun.id, TuningRun.token, Backend.name, Backend.catalog_hash,
+                    Host.hostname, TuningRun.platform, TuningRun.workload, TuningRun.mode,
+                    TuningRun.status, TuningRun.objective_name, TuningRun.objective_unit,
+                    TuningRun.started_at, TuningRun.finished_at, per_run.c.n, per_run_ev.c.n,
+                    per_run.c.mean, TuningRun.ptmt_version, TuningRun.seed, TuningRun.label,
+                    TuningRun.start_configuration_id, TuningRun.final_configuration_id,
+                    start_cfg.knobs, final_cfg.knobs, TuningRun.settings, TuningRun.summary)
+             .join(Backend, TuningRun.backend_id == Backend.id)
+             .join(Host, TuningRun.host_id == Host.id)
+             .outerjoin(per_run, per_run.c.run_id == TuningRun.id)
+             .outerjoin(per_run_ev, per_run_ev.c.run_id == TuningRun.id)
+             .outerjoin(start_cfg, TuningRun.start_configuration_id == start_cfg.id)
+             .outerjoin(final_cfg, TuningRun.final_configuration_id == final_cfg.id)
+             .order_by(TuningRun.started_at, TuningRun.id))
+        if backend is not None:
+            q = q.where(Backend.name == backend)
+        if workload is not None:
+            q = q.where(TuningRun.workload == workload)
+        if hostname is not None:
+            q = q.where(Host.hostname == hostname)
+        if status is not None:
+            wanted = [status] if isinstance(status, (str, RunStatus)) else list(status)
+            q = q.where(TuningRun.status.in_([_run_status(x) for x in wanted]))
+        if mode is not None:
+            q = q.where(TuningRun.mode == _run_mode(mode))
+        if label is not None:
+            q = q.where(TuningRun.label == label)
+        with self._read() as c:
+            rows = c.execute(q).all()
+        cols = [c for c in TUNING_RUN_COLUMNS if c != "duration_s"]
+        frame = pd.DataFrame.from_records([tuple(r) for r in rows], columns=cols)
+        for col in ("started_at", "finished_at"):
+            frame[col] = pd.to_datetime(frame[col], utc=True)
+        frame.insert(TUNING_RUN_COLUMNS.index("duration_s"), "duration_s",
+                     (frame["finished_at"] - frame["started_at"]).dt.total_seconds())
+        for col in ("intervals", "events"):
+            frame[col] = frame[col].fillna(0).astype(int)
+        frame["mean_objective"] = frame["mean_objective"].astype(float)
+        for col in ("seed", "start_configuration_id", "final_configuration_id"):
+            frame[col] = frame[col].astype("Int64")
+        return frame
+
+    def tuning_intervals_frame(self, run: TuningRun | int | str | Iterable[TuningRun | int | str],
+                               *, knob_prefix: str = "knob.", fingerprint: bool = False,
+                               counters: bool = False) -> pd.DataFrame:
+        """Intervals of one run (or several), in order: :data:`TUNING_INTERVAL_COLUMNS`, then one
+        column per knob of the interval's configuration (``knob_prefix + name``, sorted), then
+        when asked the fingerprint features (``fp.<feature>``) and counters (``counter.<name>``),
+        NaN where an interval lacks one."""
+        q = (select(TuningInterval.run_id, TuningInterval.seq, TuningInterval.t_s,
+                    TuningInterval.objective, TuningInterval.baseline, TuningInterval.phase,
+                    TuningInterval.configuration_id, Configuration.hash, Configuration.knobs,
+                    TuningInterval.fingerprint, TuningInterval.counters)
+             .join(Configuration, TuningInterval.configuration_id == Configuration.id)
+             .where(TuningInterval.run_id.in_(self._run_ids(run)))
+             .order_by(TuningInterval.run_id, TuningInterval.seq))
+        with self._read() as c:
+            rows = c.execute(q).all()
+        frame = pd.DataFrame.from_records([tuple(r[:8]) for r in rows],
+                                          columns=TUNING_INTERVAL_COLUMNS)
+        for col in ("objective", "baseline"):
+            frame[col] = frame[col].astype(float)
+        if rows:
+            parts = [frame, _flat([r[8] for r in rows], knob_prefix, frame.index)]
+            if fingerprint:
+                parts.append(_numeric(_flat([r[9] for r in rows], "fp.", frame.index)))
+            if counters:
+                parts.append(_numeric(_flat([r[10] for r in rows], "counter.", frame.index)))
+            frame = pd.concat(parts, axis=1)
+        return frame
+
+    def tuning_events_frame(self, run: TuningRun | int | str | Iterable[TuningRun | int | str]
+                            ) -> pd.DataFrame:
+        """Events of one run (or several) in the order they happened
+        (:data:`TUNING_EVENT_COLUMNS`; ``details`` holds dicts or None)."""
+        q = (select(TuningEvent.run_id, TuningEvent.ordinal, TuningEvent.n, TuningEvent.seq,
+                    TuningEvent.t_s, TuningEvent.kind, TuningEvent.reason, TuningEvent.knob,
+                    TuningEvent.old, TuningEvent.new, TuningEvent.details)
+             .where(TuningEvent.run_id.in_(self._run_ids(run)))
+             .order_by(TuningEvent.run_id, TuningEvent.ordinal))
+        with self._read() as c:
+            rows = c.execute(q).all()
+        return pd.DataFrame.from_records([tuple(r) for r in rows], columns=TUNING_EVENT_COLUMNS)
+
 
 def worker_id() -> str:
     """A name for this process in ``trials.worker``: ``hostname:pid``."""
@@ -573,9 +900,9 @@ def worker_id() -> str:
 
 
 def open_storage(url: str | URL | None = None, *, create: bool = True,
-                 echo: bool = False) -> Storage:
+                 echo: bool = False, timeout_s: float | None = None) -> Storage:
     """Open a PTMT database; see :meth:`Storage.open`."""
-    return Storage.open(url, create=create, echo=echo)
+    return Storage.open(url, create=create, echo=echo, timeout_s=timeout_s)
 
 
 def _float(value: Any) -> float | None:
@@ -596,5 +923,71 @@ def _wrap(url: URL, prefix: str) -> Iterator[None]:
     except DBAPIError as exc:
         orig = exc.orig if exc.orig is not None else exc
         first = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-        raise DatabaseError(_engine.scrub(f"{prefix}: {first}", url)) from None
+        transient = isinstance(exc, (OperationalError, InterfaceError)) or exc.connection_invalidated
+        cls = DatabaseUnavailable if transient else DatabaseError
+        raise cls(_engine.scrub(f"{prefix}: {first}", url)) from None
+
+
+def _finite(value: Any) -> float | None:
+    """A float, or None for a missing or non-finite one (an interval without a measurement)."""
+    if value is None:
+        return None
+    f = float(value)
+    return f if math.isfinite(f) else None
+
+
+def _lenient_json(value: Any) -> Any:
+    """Canonical JSON with NaN and infinities as null: telemetry may lack a value, knobs may not."""
+    try:
+        return normalize(value)
+    except ValueError:
+        return normalize(_nonfinite_to_none(value))
+
+
+def _nonfinite_to_none(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {k: _nonfinite_to_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_nonfinite_to_none(v) for v in value]
+    if getattr(value, "shape", None) == () and callable(getattr(value, "item", None)):
+        value = value.item()
+    elif callable(getattr(value, "tolist", None)):
+        return _nonfinite_to_none(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def _run_mode(value: TuningMode | str) -> str:
+    try:
+        return TuningMode(value).value
+    except ValueError:
+        raise ValueError(f"mode must be one of {', '.join(m.value for m in TuningMode)} "
+                         f"(got {value!r})") from None
+
+
+def _run_status(value: RunStatus | str) -> str:
+    try:
+        return RunStatus(value).value
+    except ValueError:
+        raise ValueError(f"status must be one of {', '.join(s.value for s in RunStatus)} "
+                         f"(got {value!r})") from None
+
+
+def _flat(records: list[Any], prefix: str, index: pd.Index) -> pd.DataFrame:
+    """Nested mappings as sorted, prefixed columns (``prefix + a.b``); None counts as empty."""
+    flat = pd.json_normalize([r or {} for r in records], sep=".")
+    flat = flat.reindex(sorted(flat.columns), axis=1)
+    flat.columns = [prefix + str(c) for c in flat.columns]
+    return flat.set_index(index)
+
+
+def _numeric(frame: pd.DataFrame) -> pd.DataFrame:
+    """Measurement columns as numbers, NaN where a value was missing (stored as null)."""
+    for col in frame.columns:
+        try:
+            frame[col] = pd.to_numeric(frame[col])
+        except (TypeError, ValueError):
+            pass  # a non-numeric feature or counter stays as it is
+    return frame
 
