@@ -17,7 +17,7 @@ from typing import Any
 
 from ptmt.backends.registry import backend_for
 from ptmt.catalog import load_all
-from ptmt.errors import KnobError
+from ptmt.errors import KnobError, PtmtError
 from ptmt.host import TIERS_DIR, Host
 from ptmt.kernelfs import KernelFS
 
@@ -147,3 +147,26 @@ def system_status(host: Host, catalog_dirs: Iterable[str] = (),
         "damon": fs.is_dir(DAMON_ADMIN),
         "backends": backend_status(host, catalog_dirs, options),
     }
+
+
+def host_identity(host: Any) -> dict[str, Any]:
+    """The keyword arguments of ``Storage.register_host`` for *host*: how the database tells machines apart.
+
+    A simulated machine is named after its preset and carries its topology; a real one is named by its
+    hostname and described by what its kernel shows (nodes, memory tiers, perf).
+    """
+    import socket
+
+    if getattr(host, "platform", None) == "sim":
+        machine = host.machine.as_dict()
+        return {"hostname": f"sim:{machine.get('name', 'machine')}", "kernel": f"sim-{host.kernel}",
+                "platform": "sim", "topology": machine, "tiers": {"0": [0], "1": [1]}, "perf_available": True}
+    tier_list = tiers(host.fs)
+    try:
+        kernel = host.fs.read("/proc/sys/kernel/osrelease").strip()
+    except PtmtError:
+        kernel = os.uname().release
+    return {"hostname": socket.gethostname(), "kernel": kernel, "platform": "linux",
+            "topology": {"nodes": nodes(host.fs, tier_list)},
+            "tiers": {str(t["id"]): t["nodes"] for t in tier_list},
+            "perf_available": perf_status(host).get("hardware_events")}

@@ -50,6 +50,7 @@ from ptmt.offline.trial import (
 )
 from ptmt.offline.workloads import HostWorkload, load_host_workload
 from ptmt.platforms import open_host, resolve_platform
+from ptmt.sysinfo import host_identity
 
 log = logging.getLogger(__name__)
 
@@ -162,7 +163,7 @@ class Prepared:
     interval: float
 
 
-def _probe_knobs(catalog: Catalog, host: Host, catalog_dirs: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
+def probe_knobs(catalog: Catalog, host: Host, catalog_dirs: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
     """Tunables this host has; the others with the reason (a kernel without the TPP patch...)."""
     backend = open_backend(catalog.name, host, catalog_dirs)
     present, skipped = [], {}
@@ -182,28 +183,9 @@ def _sim_identity(opts: ProfileOptions, workdir: Path) -> tuple[Host, dict[str, 
     from ptmt.sim.host import SimHost
     from ptmt.sim.knobs import kernel_for_backend
 
-    kernel = kernel_for_backend(opts.backend)
-    host = SimHost(workdir, workload=opts.workload, seed=opts.seed, kernel=kernel, persist=False,
-                   **{k: v for k, v in opts.sim.items() if v is not None})
-    machine = host.machine.as_dict()
-    ident = {"hostname": f"sim:{machine.get('name', 'machine')}", "kernel": f"sim-{kernel}",
-             "platform": "sim", "topology": machine, "tiers": {"0": [0], "1": [1]},
-             "perf_available": True}
-    return host, ident, host.workload.as_dict()
-
-
-def _linux_identity(host: Host) -> dict[str, Any]:
-    from ptmt.sysinfo import nodes, perf_status, tiers
-
-    tier_list = tiers(host.fs)
-    try:
-        kernel = host.fs.read("/proc/sys/kernel/osrelease").strip()
-    except PtmtError:
-        kernel = os.uname().release
-    return {"hostname": socket.gethostname(), "kernel": kernel, "platform": "linux",
-            "topology": {"nodes": nodes(host.fs, tier_list)},
-            "tiers": {str(t["id"]): t["nodes"] for t in tier_list},
-            "perf_available": perf_status(host).get("hardware_events")}
+    host = SimHost(workdir, workload=opts.workload, seed=opts.seed, kernel=kernel_for_backend(opts.backend),
+                   persist=False, **{k: v for k, v in opts.sim.items() if v is not None})
+    return host, host_identity(host), host.workload.as_dict()
 
 
 def prepare(opts: ProfileOptions, db: Storage) -> Prepared:
@@ -232,7 +214,7 @@ def prepare(opts: ProfileOptions, db: Storage) -> Prepared:
     if platform == "sim":
         with tempfile.TemporaryDirectory(prefix="ptmt-probe-") as tmp:
             host, ident, spec = _sim_identity(opts, Path(tmp))
-            knobs, skipped = _probe_knobs(catalog, host, opts.catalog_dirs)
+            knobs, skipped = probe_knobs(catalog, host, opts.catalog_dirs)
         workload_row = db.register_workload(spec.get("name", opts.workload), spec, kind="sim")
         unit, direction = SimTrialSession.unit, SimTrialSession.direction
         settings: dict[str, Any] = {"platform": "sim", "interval": interval, "in_run": opts.in_run,
@@ -244,12 +226,12 @@ def prepare(opts: ProfileOptions, db: Storage) -> Prepared:
     else:
         wl = load_host_workload(opts.workload)
         host = open_host("linux", opts.root)
-        knobs, skipped = _probe_knobs(catalog, host, opts.catalog_dirs)
+        knobs, skipped = probe_knobs(catalog, host, opts.catalog_dirs)
         workload_row = db.register_workload(wl.name, wl.data, kind="command", command=wl.command_line)
         unit, direction = wl.objective.unit, wl.objective.direction
         settings = {"platform": "linux", "interval": interval, "in_run": opts.in_run, "knobs": knobs,
                     "duration": duration}
-        host_row = db.register_host(**_linux_identity(host))
+        host_row = db.register_host(**host_identity(host))
         study_host = None  # a fleet of like machines shares one study; each trial records its host
     if not knobs:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items())
