@@ -34,7 +34,7 @@ run: $(STAMP)
 	$(DEMOENV) $(BIN)/ptmt model fit --backend autonuma --db sqlite:///$(CURDIR)/$(DEMO)/ptmt.db \
 		--output $(CURDIR)/$(DEMO)/autonuma-model.npz
 	$(DEMOENV) $(BIN)/ptmt tune --platform sim --backend autonuma --workload gups --duration 900 \
-		--query-model $(CURDIR)/$(DEMO)/autonuma-model.npz
+		--query-model $(CURDIR)/$(DEMO)/autonuma-model.npz --db sqlite:///$(CURDIR)/$(DEMO)/ptmt.db
 
 test: $(STAMP)
 	$(BIN)/ruff check -q ptmt tests benchmarks scripts
