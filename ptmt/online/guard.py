@@ -48,7 +48,11 @@ class GuardSettings:
     #: and when the gain it expects is at least this
     model_min_gain: float = 0.01
     #: intervals measured under the starting configuration before the first decision
-    warmup_intervals: int = 2
+    warmup_intervals: int = 6
+    #: the first warm-up readings left out of the baseline (a workload or a tiering policy that
+    #: is just starting runs slow or fast for a while; a baseline taken then flatters or damns
+    #: every change judged against it)
+    warmup_discard: int = 3
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,8 +69,9 @@ class GuardSettings:
                 continue
             default = getattr(cls(), key)
             if isinstance(default, int) and not isinstance(default, bool):
-                if not isinstance(raw, int) or isinstance(raw, bool) or raw < (0 if key in ("settle_intervals",) else 1):
-                    kind = "a non-negative integer" if key == "settle_intervals" else "a positive integer"
+                if not isinstance(raw, int) or isinstance(raw, bool) or raw < (0 if key in ("settle_intervals", "warmup_discard") else 1):
+                    kind = ("a non-negative integer" if key in ("settle_intervals", "warmup_discard")
+                            else "a positive integer")
                     errors.append(f"At '{where}.{key}': must be {kind} (got {raw!r})")
                     continue
             else:

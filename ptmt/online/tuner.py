@@ -285,7 +285,8 @@ class Tuner:
 
     def _begin_phase(self, fp: np.ndarray) -> None:
         """Baseline of the new phase, then the database's advice."""
-        self.baseline = sum(self._warm) / len(self._warm) if self._warm else self.previous
+        warm = self._warm[self.s.guard.warmup_discard:] or self._warm
+        self.baseline = sum(warm) / len(warm) if warm else self.previous
         outlier = False
         advice = None
         if self.query_model is not None and self.s.use_model:

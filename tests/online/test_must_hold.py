@@ -72,3 +72,14 @@ def test_autonuma_re_adapts_after_a_phase_change(autonuma_table) -> None:
     bases = {r["baseline"] for r in report.result.intervals if r["phase"] == 1}
     assert bases and bases != {r["baseline"] for r in report.result.intervals if r["phase"] == 0}
     assert report.improvement > -0.02, report.as_dict()
+
+
+def test_colloid_gains_on_an_unseen_workload_with_headroom(tmp_path: Path) -> None:
+    url = build_suite_database("colloid", f"sqlite:///{tmp_path / 'colloid.db'}", budget=16, duration=180, workers=2)
+    table = suite_table(url, "colloid")
+    report = tune_sim("colloid", SimSetup(workload="gups"), duration=1800, interval=10,
+                      query_model=leave_one_out(table, "colloid", "gups"))
+    assert report.improvement > 0.05, report.as_dict()
+    report = tune_sim("colloid", SimSetup(workload="gapbs-pr"), duration=1800, interval=10,
+                      query_model=leave_one_out(table, "colloid", "gapbs-pr"))
+    assert report.improvement > -0.02, report.as_dict()

@@ -129,6 +129,33 @@ def test_guard_keeps_only_changes_that_pay_and_never_retries_a_loser() -> None:
     assert not g.watch({"k": 0}, 10.0)  # the best configuration itself is never "reverted"
 
 
+def test_the_baseline_leaves_out_the_start_up_transient(tmp_path: Path) -> None:
+    class Ramp:
+        """An objective that starts 30% low and then holds: a workload warming up."""
+
+        unit = "ops/s"
+
+        def __init__(self) -> None:
+            self.n = 0
+
+        def measure(self, host, sample) -> float:
+            self.n += 1
+            return 70.0 if self.n <= 2 else 100.0
+
+        def describe(self) -> str:
+            return "ramp"
+
+    host = SimHost(tmp_path / "m", workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6, persist=False)
+    cat = load_catalog("autonuma")
+    guard = GuardSettings(warmup_intervals=5, warmup_discard=2, exploration_budget=0)
+    tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / "state"), objective=Ramp(),
+                  space=KnobSpace(cat), settings=TuneSettings(interval=10, duration=80, guard=guard))
+    result = tuner.run()
+    assert result.intervals[-1]["baseline"] == pytest.approx(100.0)  # not 88, the mean with the ramp
+    with pytest.raises(ConfigError, match=r"At 'guard.warmup_discard': must be a non-negative integer \(got -1\)"):
+        GuardSettings.from_mapping({"warmup_discard": -1})
+
+
 def test_guard_settings_errors_name_the_key() -> None:
     with pytest.raises(ConfigError) as e:
         GuardSettings.from_mapping({"revert_after": 0, "accept_margin": 2, "bogus": 1})
