@@ -172,6 +172,22 @@ class QueryModel:
             self._members.append(idx)
             self._trees.append(cKDTree(a["points"][idx]) if len(idx) else None)
 
+    def value_outlook(self, knob: str, value: Any) -> float | None:
+        """What the database says of ``knob=value`` on its own: the best, over the measured
+        configurations holding that value, of their median performance relative to each workload's
+        defaults. Below 1 means every configuration with this value lost on most workloads; None
+        means no measured configuration holds it."""
+        rel, measured = self.a["rel_table"], self.a["measured"].astype(bool)
+        best = None
+        for j, c in enumerate(self.configs):
+            if knob not in c or str(c[knob]) != str(value):
+                continue
+            col = rel[measured[:, j], j]
+            if len(col):
+                med = float(np.median(col))
+                best = med if best is None else max(best, med)
+        return best
+
     # -- properties ---------------------------------------------------------------------------
     @property
     def backend(self) -> str:

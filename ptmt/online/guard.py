@@ -53,6 +53,12 @@ class GuardSettings:
     #: is just starting runs slow or fast for a while; a baseline taken then flatters or damns
     #: every change judged against it)
     warmup_discard: int = 3
+    #: a trial whose reading falls this far below the reference is rejected at once, without
+    #: waiting for its other readings (a far-end trial can cost a third of the throughput)
+    abort_fraction: float = 0.05
+    #: a change must also beat the noise: its gain must exceed this many standard errors of the
+    #: difference, estimated from the trial's own readings (0 = the plain accept_margin)
+    noise_z: float = 1.0
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -112,6 +118,7 @@ class Guard:
         self.budget = settings.exploration_budget
         self.moves_per_knob: dict[str, int] = {}
         self.below = 0
+        self.last_needed, self.last_aborted = settings.accept_margin, False
 
     def new_phase(self, config: Mapping[str, Value], outlier: bool = False) -> None:
         self.best = dict(config)
@@ -140,18 +147,33 @@ class Guard:
             return None
         if value is not None:
             t.readings.append(value)
+            if t.reference > 0 and value < t.reference * (1.0 - self.s.abort_fraction) and self.s.abort_fraction > 0:
+                self.trial = None
+                self.tabu.add(config_key(t.config))
+                self.last_needed, self.last_aborted = self.s.accept_margin, True
+                return "reject", value / t.reference - 1.0
         if len(t.readings) < self.s.evaluate_intervals:
             return None
         mean = sum(t.readings) / len(t.readings)
         gain = mean / t.reference - 1.0 if t.reference > 0 else 0.0
         self.trial = None
-        if gain >= self.s.accept_margin:
+        self.last_needed, self.last_aborted = self.margin(t.readings), False
+        if gain >= self.last_needed:
             self.best = dict(t.config)
             self.best_level = mean
             self.tabu = set()
             return "keep", gain
         self.tabu.add(config_key(t.config))
         return "reject", gain
+
+    def margin(self, readings: list[float]) -> float:
+        """The gain a trial needs: ``accept_margin``, or more when its readings are noisy."""
+        n = len(readings)
+        if n < 2 or self.s.noise_z <= 0:
+            return self.s.accept_margin
+        mean = sum(readings) / n
+        sd = (sum((r - mean) ** 2 for r in readings) / (n - 1)) ** 0.5 / mean if mean > 0 else 0.0
+        return max(self.s.accept_margin, self.s.noise_z * sd * (2.0 / n) ** 0.5)
 
     def watch(self, config: Mapping[str, Value], value: float | None) -> bool:
         """Outside trials: True when the objective has stayed too far below the best level under a

@@ -77,10 +77,13 @@ class TuneSettings:
     phase: PhaseSettings = field(default_factory=PhaseSettings)
     use_model: bool = True
     use_agent: bool = True
+    #: without an agent, start each phase by trying every knob's far ends (see Tuner._try_far_end)
+    coarse_search: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return {"interval": self.interval, "duration": self.duration, "guard": self.guard.as_dict(),
-                "phase": asdict(self.phase), "use_model": self.use_model, "use_agent": self.use_agent}
+                "phase": asdict(self.phase), "use_model": self.use_model, "use_agent": self.use_agent,
+                "coarse_search": self.coarse_search}
 
 
 @dataclass
@@ -154,6 +157,7 @@ class Tuner:
         self._warm: list[float] = []
         self._warm_left = self.s.guard.warmup_intervals
         self._fallback_cursor = 0
+        self._far_tried: set[tuple[str, int]] = set()
 
     # -- setting knobs ------------------------------------------------------------------------------
     def _current(self) -> dict[str, Value]:
@@ -266,8 +270,12 @@ class Tuner:
                     self._event("keep", f"kept {trial.what}: {gain:+.1%} over {self.s.guard.evaluate_intervals} "
                                 "intervals", gain=gain)
                 else:
-                    self._change(g.best, "revert", f"back to the best known configuration: the change measured "
-                                 f"{gain:+.1%} (needs {self.s.guard.accept_margin:+.1%})", gain=gain)
+                    if g.last_aborted:
+                        why = (f"the change measured {gain:+.1%} in one interval (aborted below "
+                               f"-{self.s.guard.abort_fraction:.0%})")
+                    else:
+                        why = f"the change measured {gain:+.1%} (needs {g.last_needed:+.1%})"
+                    self._change(g.best, "revert", f"back to the best known configuration: {why}", gain=gain)
             return
         if self.phase.update(fp, value):
             self.phase_no += 1
@@ -285,6 +293,7 @@ class Tuner:
 
     def _begin_phase(self, fp: np.ndarray) -> None:
         """Baseline of the new phase, then the database's advice."""
+        self._far_tried = set()
         warm = self._warm[self.s.guard.warmup_discard:] or self._warm
         self.baseline = sum(warm) / len(warm) if warm else self.previous
         outlier = False
@@ -331,6 +340,35 @@ class Tuner:
                     continue
         return self.space.snap({**self.config, **typed})
 
+    def _try_far_end(self) -> bool:
+        """Coarse pass of coordinate search, once per phase: each knob straight to the far ends of its
+        ladder. Knob effects are often not monotone (TPP's gups loses 5% one rung below the default
+        promotion rate limit and gains 4% four rungs below), and one-rung steps judged against noise
+        never cross such a valley."""
+        g = self.guard
+        for ladder in self.space.ladders:
+            i = ladder.index(self.config.get(ladder.name, ladder.knob.default))
+            for end in (0, len(ladder.values) - 1):
+                key = (ladder.name, end)
+                if abs(end - i) < 2 or key in self._far_tried:
+                    continue
+                self._far_tried.add(key)
+                outlook = getattr(self.query_model, "value_outlook", None)
+                seen = outlook(ladder.name, ladder.values[end]) if outlook is not None and self.s.use_model else None
+                if seen is not None and seen < 1.0 - self.s.guard.abort_fraction:
+                    log.info("not trying %s=%s: every configuration of the database holding it lost %.0f%% "
+                             "or more on most workloads", ladder.name, ladder.values[end], (1 - seen) * 100)
+                    continue
+                new = {**self.config, ladder.name: ladder.values[end]}
+                if not self.space.legal(new) or not g.allowed(ladder.name, new):
+                    continue
+                g.budget -= 1
+                g.start_trial(new, self.seq, f"{ladder.name} to the far end", ladder.name)
+                self._change(new, "explore", f"coordinate search, far end of the ladder, trying; exploration "
+                             f"budget {g.budget} left")
+                return True
+        return False
+
     def _explore(self, sample: Sample, value: float | None, fp: np.ndarray) -> None:
         g = self.guard
         if g.budget <= 0:
@@ -348,6 +386,8 @@ class Tuner:
             candidates = [(a, p) for a, p in ranked if a != 0]
             source = "agent"
         else:
+            if self.s.coarse_search and self._try_far_end():
+                return
             n = self.space.n_actions - 1  # coordinate search: every knob down/up in turn
             order = [1 + (self._fallback_cursor + i) % n for i in range(n)]
             candidates = [(a, float("nan")) for a in order if legal[a]]

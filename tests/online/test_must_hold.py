@@ -56,22 +56,30 @@ def test_upm_gains_on_an_unseen_workload_with_headroom(tmp_path: Path) -> None:
     model = leave_one_out(suite_table(url, "upm"), "upm", "npb-cg")
     report = tune_sim("upm", SimSetup(workload="npb-cg"), duration=1800, interval=10, query_model=model)
     assert report.improvement > 0.10, report.as_dict()
+    # an outlier for the database: no advice, the coarse search has to find it alone
+    table = suite_table(url, "upm")
+    report = tune_sim("upm", SimSetup(workload="uniform-random"), duration=1800, interval=10,
+                      query_model=leave_one_out(table, "upm", "uniform-random"))
+    assert report.improvement > 0.10, report.as_dict()
 
 
 def test_autonuma_re_adapts_after_a_phase_change(autonuma_table) -> None:
-    # ycsb-shift moves 60% of its hot keys every 120 s: the tuner must notice, take a new baseline,
-    # ask the database again and explore again — and still not lose against the defaults
-    model = leave_one_out(autonuma_table, "autonuma", "ycsb-shift")
-    report = tune_sim("autonuma", SimSetup(workload="ycsb-shift"), duration=1800, interval=10, query_model=model)
+    # gups whose whole hot set moves at 1200 s, long after tuning settled: the tuner must notice,
+    # take a new baseline, ask the database again and explore again, and the second half must
+    # not lose against the defaults' second half
+    workload = str(Path(__file__).parent / "data" / "gups-late-shift.yaml")
+    report = tune_sim("autonuma", SimSetup(workload=workload), duration=2400, interval=10,
+                      query_model=leave_one_out(autonuma_table, "autonuma", "gups"),
+                      agent=load_agent(shipped_agent_path("autonuma")))
     events = report.result.events
     phases = [e for e in events if e.kind == "phase"]
-    assert phases, "no phase change detected"
-    first = phases[0]
-    after = [e for e in events if e.seq >= first.seq and e.kind in ("model", "explore")]
-    assert after, "nothing was re-examined after the phase change"
-    bases = {r["baseline"] for r in report.result.intervals if r["phase"] == 1}
-    assert bases and bases != {r["baseline"] for r in report.result.intervals if r["phase"] == 0}
-    assert report.improvement > -0.02, report.as_dict()
+    assert phases and 120 <= phases[0].seq <= 125, [(e.seq, e.reason) for e in phases]
+    assert [e for e in events if e.seq >= phases[0].seq and e.kind in ("model", "explore")]
+    rows = report.result.intervals
+    assert {r["baseline"] for r in rows if r["phase"] == 1} != {r["baseline"] for r in rows if r["phase"] == 0}
+    tuned = [r["objective"] for r in rows[120:]]
+    default = report.default_series[120:]
+    assert sum(tuned) / len(tuned) > 0.98 * sum(default) / len(default)
 
 
 def test_colloid_gains_on_an_unseen_workload_with_headroom(tmp_path: Path) -> None:
@@ -83,3 +91,17 @@ def test_colloid_gains_on_an_unseen_workload_with_headroom(tmp_path: Path) -> No
     report = tune_sim("colloid", SimSetup(workload="gapbs-pr"), duration=1800, interval=10,
                       query_model=leave_one_out(table, "colloid", "gapbs-pr"))
     assert report.improvement > -0.02, report.as_dict()
+
+
+def test_tpp_gains_on_an_unseen_workload_and_spares_one_without_headroom(tmp_path: Path) -> None:
+    # btree moves with no knob except watermark_scale_factor, whose far end costs 30% and lingers:
+    # the coarse search must take the database's word for that instead of trying it
+    url = build_suite_database("tpp", f"sqlite:///{tmp_path / 'tpp.db'}", budget=16, duration=180, workers=2)
+    table = suite_table(url, "tpp")
+    report = tune_sim("tpp", SimSetup(workload="ycsb-shift"), duration=1800, interval=10,
+                      query_model=leave_one_out(table, "tpp", "ycsb-shift"))
+    assert report.improvement > 0.03, report.as_dict()
+    report = tune_sim("tpp", SimSetup(workload="btree"), duration=1800, interval=10,
+                      query_model=leave_one_out(table, "tpp", "btree"))
+    assert report.improvement > -0.01, report.as_dict()
+    assert not any(e.knob == "watermark_scale_factor" and e.new == "1000" for e in report.result.events)

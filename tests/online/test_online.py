@@ -156,6 +156,23 @@ def test_the_baseline_leaves_out_the_start_up_transient(tmp_path: Path) -> None:
         GuardSettings.from_mapping({"warmup_discard": -1})
 
 
+def test_guard_aborts_a_collapse_at_once_and_asks_more_of_a_noisy_gain() -> None:
+    g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=4, accept_margin=0.01, abort_fraction=0.05,
+                            noise_z=1.0))
+    g.new_phase({"k": 1})
+    g.best_level = 100.0
+    g.start_trial({"k": 2}, 0, "k up", "k")
+    assert g.judge(1, 80.0) == ("reject", pytest.approx(-0.2)) and g.last_aborted  # one reading is enough
+    g.start_trial({"k": 3}, 10, "k up", "k")
+    verdicts = [g.judge(10 + i, v) for i, v in enumerate([112.0, 96.0, 110.0, 96.0], start=1)]
+    assert verdicts[-1] == ("reject", pytest.approx(0.035))  # +3.5% on readings that swing 8%: noise
+    assert g.last_needed > 0.05 and not g.last_aborted
+    g.start_trial({"k": 4}, 20, "k up", "k")
+    verdicts = [g.judge(20 + i, 103.0) for i in range(1, 5)]
+    assert verdicts[-1] == ("keep", pytest.approx(0.03))  # the same gain, steady: kept
+    assert g.last_needed == pytest.approx(0.01)
+
+
 def test_guard_settings_errors_name_the_key() -> None:
     with pytest.raises(ConfigError) as e:
         GuardSettings.from_mapping({"revert_after": 0, "accept_margin": 2, "bogus": 1})
