@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import errno
+import logging
 import os
 from pathlib import Path
 
@@ -86,3 +87,11 @@ def faulty(fake_root: Path) -> FaultyIO:
 @pytest.fixture
 def fs(fake_root: Path, faulty: FaultyIO) -> KernelFS:
     return KernelFS(fake_root, io=faulty)
+
+
+@pytest.fixture
+def tune_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> pytest.LogCaptureFixture:
+    """The ptmt.tune log (``ptmt tune`` may have turned its propagation off in this process)."""
+    monkeypatch.setattr(logging.getLogger("ptmt.tune"), "propagate", True)
+    caplog.set_level(logging.INFO, logger="ptmt.tune")
+    return caplog

@@ -83,35 +83,34 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-class TrialStatus(str, enum.Enum):
+class TrialStatus(enum.StrEnum):
     PENDING = "pending"
     RUNNING = "running"
     DONE = "done"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
 
-    def __str__(self) -> str:
-        return self.value
-
 
 #: Statuses a trial never leaves on its own (a resumed study skips them).
 FINAL_STATUSES = (TrialStatus.DONE, TrialStatus.FAILED)
 
-_STATUS_SQL = ", ".join(f"'{s.value}'" for s in TrialStatus)
+def _sql_values(kind: type[enum.StrEnum]) -> str:
+    """The enum's values as a SQL list, for CHECK constraints."""
+    return ", ".join(f"'{m.value}'" for m in kind)
 
 
-class TuningMode(str, enum.Enum):
+_STATUS_SQL = _sql_values(TrialStatus)
+
+
+class TuningMode(enum.StrEnum):
     """What an online run did: tuned, held the defaults (the comparison run), or only proposed."""
 
     TUNE = "tune"
     DEFAULT = "default"
     DRY_RUN = "dry-run"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-class RunStatus(str, enum.Enum):
+class RunStatus(enum.StrEnum):
     """Where an online tuning run is; ``running`` is the only status a run leaves."""
 
     RUNNING = "running"
@@ -119,12 +118,9 @@ class RunStatus(str, enum.Enum):
     FAILED = "failed"
     INTERRUPTED = "interrupted"
 
-    def __str__(self) -> str:
-        return self.value
 
-
-_MODE_SQL = ", ".join(f"'{m.value}'" for m in TuningMode)
-_RUN_STATUS_SQL = ", ".join(f"'{s.value}'" for s in RunStatus)
+_MODE_SQL = _sql_values(TuningMode)
+_RUN_STATUS_SQL = _sql_values(RunStatus)
 
 HASH_LEN = 64
 

@@ -3,7 +3,6 @@ DataFrames, idempotent resends, constraints, the recorder across a real outage, 
 
 from __future__ import annotations
 
-import logging
 import re
 import sqlite3
 from collections.abc import Iterator
@@ -211,15 +210,6 @@ def _outage(db_url: str, request: pytest.FixtureRequest) -> Iterator[None]:
             yield
         finally:
             admin.execute(f'ALTER DATABASE "{url.database}" ALLOW_CONNECTIONS true')
-
-
-@pytest.fixture
-def tune_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-             ) -> pytest.LogCaptureFixture:
-    """The ptmt.tune log (``ptmt tune`` may have turned its propagation off in this process)."""
-    monkeypatch.setattr(logging.getLogger("ptmt.tune"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="ptmt.tune")
-    return caplog
 
 
 def _recorder(db: Any, **kw: Any) -> DbRecorder:

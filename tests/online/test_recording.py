@@ -3,7 +3,6 @@ batching, the bounded outage buffer, and closing. (Every storage backend: tests/
 
 from __future__ import annotations
 
-import logging
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -61,14 +60,6 @@ def _locked(db: Path) -> Iterator[None]:
     finally:
         locker.execute("ROLLBACK")
         locker.close()
-
-
-@pytest.fixture
-def tune_log(caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
-             ) -> pytest.LogCaptureFixture:
-    monkeypatch.setattr(logging.getLogger("ptmt.tune"), "propagate", True)
-    caplog.set_level(logging.INFO, logger="ptmt.tune")
-    return caplog
 
 
 def _db_messages(caplog: pytest.LogCaptureFixture) -> list[tuple[str, str]]:
