@@ -30,7 +30,7 @@ ObjOpt = Annotated[str | None, typer.Option("--objective", help="What to maximis
 @reports_errors
 def tune(backend: BackendOpt,
          platform: Annotated[str | None, typer.Option("--platform", help="sim (a fresh simulated machine per run, compared with a default run) or linux (this machine, wall-clock). Default: linux on a machine with two memory tiers, sim otherwise.")] = None,
-         workload: Annotated[str, typer.Option("--workload", "-w", help="Simulated workload (ptmt sim list); on linux only a label for the records.")] = "silo-ycsb",
+         workload: Annotated[str | None, typer.Option("--workload", "-w", help="Simulated workload (ptmt sim list; default silo-ycsb); on linux only a label for the records.")] = None,
          interval: Annotated[float, typer.Option("--interval", help="Seconds per tuning interval.")] = 10.0,
          duration: Annotated[float | None, typer.Option("--duration", help="Seconds to tune. Default: 1800 simulated seconds on sim, until stopped (Ctrl-C, SIGTERM) on linux.")] = None,
          seed: Annotated[int, typer.Option("--seed", help="Seed of the simulated machine (the default run uses the same).")] = 0,
@@ -87,14 +87,14 @@ def tune(backend: BackendOpt,
             raise PtmtError(f"--objective {objective}: on the simulated machine the objective is its ops/s "
                             "(--objective sim), so that the default run can be compared; use another "
                             "objective with --platform linux")
-        _tune_sim(backend, catalog, KnobSpace(catalog), workload=workload, machine=machine, fast_gb=fast_gb,
+        _tune_sim(backend, catalog, KnobSpace(catalog), workload=workload or "silo-ycsb", machine=machine, fast_gb=fast_gb,
                   slow_gb=slow_gb, footprint_gb=footprint_gb, seed=seed, interval=interval,
                   duration=duration or 1800.0, agent=_agent(backend, catalog, model, search, catalog_dir),
                   qm=qm, db=db, label=label, json_out=json_out)
         return
     _tune_linux(backend, catalog, dirs, root=root, state_dir=state_dir, source=source, interval=interval,
                 duration=duration, model=model, search=search, catalog_dir=catalog_dir, qm=qm, db=db,
-                label=label, workload=workload if workload != "silo-ycsb" else None, json_out=json_out)
+                label=label, workload=workload, json_out=json_out)
 
 
 def _agent(backend: str, catalog: Any, model: Path | None, search: bool, catalog_dir: Any,

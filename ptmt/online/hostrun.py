@@ -74,11 +74,8 @@ def prepare_host(backend: str, *, root: str | Path = "/", state_dir: Path | None
     present, skipped = probe_knobs(catalog, host, tuple(catalog_dirs))
     for name, why in skipped.items():
         log.info("not tuning %s: %s", name, why)
-    wanted = [k for k in (knobs if knobs is not None else catalog.knobs) if k in present]
-    unknown = [k for k in (knobs or []) if k not in catalog.knobs]
-    if unknown:
-        raise PtmtError(f"backend {catalog.name} has no tunable knob {', '.join(map(repr, unknown))} "
-                        f"(tunables: {', '.join(catalog.knobs)})")
+    asked = KnobSpace(catalog, knobs).names if knobs is not None else list(catalog.knobs)  # names unknown ones
+    wanted = [k for k in asked if k in present]
     if not wanted:
         reasons = "; ".join(f"{k}: {v}" for k, v in skipped.items()) or "none asked for"
         raise PtmtError(f"backend {catalog.name}: no tunable knob is usable here ({reasons})")
