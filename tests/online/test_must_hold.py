@@ -14,28 +14,35 @@ import pytest
 
 from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_table
 from ptmt.online.agent import load_agent, shipped_agent_path
-from ptmt.online.simrun import SimSetup, tune_sim
+from ptmt.online.simrun import SimSetup, SimTuneReport, tune_sim
+
+
+def suite(backend: str, where: Path):
+    """The per-trial table of a 16-configuration sweep of the whole built-in suite."""
+    url = build_suite_database(backend, f"sqlite:///{where / f'{backend}.db'}", budget=16, duration=180, workers=2)
+    return suite_table(url, backend)
+
+
+def tune_unseen(table, backend: str, workload: str, *, advise_as: str | None = None, duration: float = 1800,
+                agent=None) -> SimTuneReport:
+    """Tune *workload* with advice from a model that never saw *advise_as* (default: the workload)."""
+    return tune_sim(backend, SimSetup(workload=workload), duration=duration, interval=10, agent=agent,
+                    query_model=leave_one_out(table, backend, advise_as or workload))
 
 @pytest.fixture(scope="module")
 def autonuma_table(tmp_path_factory: pytest.TempPathFactory):
-    url = f"sqlite:///{tmp_path_factory.mktemp('suite') / 'autonuma.db'}"
-    build_suite_database("autonuma", url, budget=16, duration=180, workers=2)  # the whole built-in suite
-    return suite_table(url, "autonuma")
+    return suite("autonuma", tmp_path_factory.mktemp("suite"))
 
 
 @pytest.mark.parametrize("use_agent", [False, True], ids=["search", "shipped-agent"])
 def test_autonuma_gains_on_an_unseen_workload_with_headroom(autonuma_table, use_agent: bool) -> None:
     agent = load_agent(shipped_agent_path("autonuma")) if use_agent else None
-    model = leave_one_out(autonuma_table, "autonuma", "gups")
-    report = tune_sim("autonuma", SimSetup(workload="gups"), duration=1800, interval=10, query_model=model,
-                      agent=agent)
+    report = tune_unseen(autonuma_table, "autonuma", "gups", agent=agent)
     assert report.improvement > 0.05, report.as_dict()
 
 
 def test_autonuma_does_not_slow_a_workload_without_headroom(autonuma_table) -> None:
-    model = leave_one_out(autonuma_table, "autonuma", "btree")
-    report = tune_sim("autonuma", SimSetup(workload="btree"), duration=1800, interval=10, query_model=model,
-                      agent=load_agent(shipped_agent_path("autonuma")))
+    report = tune_unseen(autonuma_table, "autonuma", "btree", agent=load_agent(shipped_agent_path("autonuma")))
     assert report.improvement > -0.01, report.as_dict()
 
 
@@ -52,14 +59,11 @@ def test_the_shipped_agents_fit_the_current_catalogs() -> None:
 
 
 def test_upm_gains_on_an_unseen_workload_with_headroom(tmp_path: Path) -> None:
-    url = build_suite_database("upm", f"sqlite:///{tmp_path / 'upm.db'}", budget=16, duration=180, workers=2)
-    model = leave_one_out(suite_table(url, "upm"), "upm", "npb-cg")
-    report = tune_sim("upm", SimSetup(workload="npb-cg"), duration=1800, interval=10, query_model=model)
+    table = suite("upm", tmp_path)
+    report = tune_unseen(table, "upm", "npb-cg")
     assert report.improvement > 0.10, report.as_dict()
     # an outlier for the database: no advice, the coarse search has to find it alone
-    table = suite_table(url, "upm")
-    report = tune_sim("upm", SimSetup(workload="uniform-random"), duration=1800, interval=10,
-                      query_model=leave_one_out(table, "upm", "uniform-random"))
+    report = tune_unseen(table, "upm", "uniform-random")
     assert report.improvement > 0.10, report.as_dict()
 
 
@@ -68,9 +72,8 @@ def test_autonuma_re_adapts_after_a_phase_change(autonuma_table) -> None:
     # take a new baseline, ask the database again and explore again, and the second half must
     # not lose against the defaults' second half
     workload = str(Path(__file__).parent / "data" / "gups-late-shift.yaml")
-    report = tune_sim("autonuma", SimSetup(workload=workload), duration=2400, interval=10,
-                      query_model=leave_one_out(autonuma_table, "autonuma", "gups"),
-                      agent=load_agent(shipped_agent_path("autonuma")))
+    report = tune_unseen(autonuma_table, "autonuma", workload, advise_as="gups", duration=2400,
+                         agent=load_agent(shipped_agent_path("autonuma")))
     events = report.result.events
     phases = [e for e in events if e.kind == "phase"]
     assert phases and 120 <= phases[0].seq <= 125, [(e.seq, e.reason) for e in phases]
@@ -83,25 +86,19 @@ def test_autonuma_re_adapts_after_a_phase_change(autonuma_table) -> None:
 
 
 def test_colloid_gains_on_an_unseen_workload_with_headroom(tmp_path: Path) -> None:
-    url = build_suite_database("colloid", f"sqlite:///{tmp_path / 'colloid.db'}", budget=16, duration=180, workers=2)
-    table = suite_table(url, "colloid")
-    report = tune_sim("colloid", SimSetup(workload="gups"), duration=1800, interval=10,
-                      query_model=leave_one_out(table, "colloid", "gups"))
+    table = suite("colloid", tmp_path)
+    report = tune_unseen(table, "colloid", "gups")
     assert report.improvement > 0.05, report.as_dict()
-    report = tune_sim("colloid", SimSetup(workload="gapbs-pr"), duration=1800, interval=10,
-                      query_model=leave_one_out(table, "colloid", "gapbs-pr"))
+    report = tune_unseen(table, "colloid", "gapbs-pr")
     assert report.improvement > -0.02, report.as_dict()
 
 
 def test_tpp_gains_on_an_unseen_workload_and_spares_one_without_headroom(tmp_path: Path) -> None:
     # btree moves with no knob except watermark_scale_factor, whose far end costs 30% and lingers:
     # the coarse search must take the database's word for that instead of trying it
-    url = build_suite_database("tpp", f"sqlite:///{tmp_path / 'tpp.db'}", budget=16, duration=180, workers=2)
-    table = suite_table(url, "tpp")
-    report = tune_sim("tpp", SimSetup(workload="ycsb-shift"), duration=1800, interval=10,
-                      query_model=leave_one_out(table, "tpp", "ycsb-shift"))
+    table = suite("tpp", tmp_path)
+    report = tune_unseen(table, "tpp", "ycsb-shift")
     assert report.improvement > 0.03, report.as_dict()
-    report = tune_sim("tpp", SimSetup(workload="btree"), duration=1800, interval=10,
-                      query_model=leave_one_out(table, "tpp", "btree"))
+    report = tune_unseen(table, "tpp", "btree")
     assert report.improvement > -0.01, report.as_dict()
     assert not any(e.knob == "watermark_scale_factor" and e.new == "1000" for e in report.result.events)
