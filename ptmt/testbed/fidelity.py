@@ -142,6 +142,13 @@ def direction(deltas: dict[str, dict[str, int]], case: Case) -> int:
     return (hi > lo) - (hi < lo)
 
 
+def silent(deltas: dict[str, dict[str, int]], cases: tuple[Case, ...] = CASES) -> list[Case]:
+    """Cases whose counter stayed at 0 in both runs: the mechanism never ran in that boot (kswapd
+    found no pressure, say), so the boot says nothing about its direction."""
+    return [c for c in cases if c.expect != 0
+            and deltas[c.run_name(c.low)][c.counter] == deltas[c.run_name(c.high)][c.counter] == 0]
+
+
 def markdown(real: dict[str, dict[str, int]], sim: dict[str, dict[str, int]] | None,
              cases: tuple[Case, ...] = CASES) -> str:
     """A side-by-side table for docs/simulator.md."""
