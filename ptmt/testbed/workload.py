@@ -7,7 +7,8 @@ Run inside the testbed guest (or on any tiered machine, as root)::
 It sets the tiering knobs (NUMA balancing mode 2, demotion on, short scan periods by default), starts a
 cold process that touches ``cold_mb`` and then sleeps, starts a hot process that keeps writing
 ``hot_mb``, moves the hot process's pages to the slow node with ``migrate_pages(2)`` (its memory policy
-stays default, so the kernel is free to promote them back), samples ``/proc/vmstat`` while the hot
+stays default, so the kernel is free to promote them back), fills the room that left on the fast node
+with a second cold process (so promoting the hot set has to demote), samples ``/proc/vmstat`` while the hot
 process runs, restores the knobs and reports the counter deltas. Several runs with different settings
 can share one boot (``--runs FILE``): that is how the fidelity checks compare two settings.
 """
@@ -244,7 +245,7 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
             tel = TelemetryCheck()
         except (ImportError, AttributeError) as e:
             result["telemetry"] = {"error": f"{type(e).__name__}: {e}"}
-    cold = hot = None
+    cold = hot = filler = None
     try:
         cold = _spawn("cold", cold_mb, seconds + 600, tmp / f"cold.{os.getpid()}.ready")
         result["free_after_cold_mb"] = node_free_mb()
@@ -252,6 +253,14 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
         t_mig = time.monotonic()
         result["migrate_not_moved"] = migrate_pages(hot.pid, 0, 1)
         result["migrate_seconds"] = round(time.monotonic() - t_mig, 2)
+        # Moving the hot set away freed its room on the fast node, and kswapd may already have
+        # demoted cold pages while the hot set was allocated: then its promotion fits without any
+        # demotion. Fill the fast node again so the measured window must demote to promote.
+        spare = node_free_mb().get("node0", 0) - hot_mb // 4
+        result["filler_mb"] = spare if spare > hot_mb // 4 else 0
+        if result["filler_mb"]:
+            filler = _spawn("cold", spare, seconds + 600, tmp / f"filler.{os.getpid()}.ready")
+        result["free_at_start_mb"] = node_free_mb()
         # Telemetry snapshots at quiet moments (hot set idle before, every worker gone after).
         if tel:
             _settle()
@@ -276,8 +285,10 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
         hot.wait()
         after = read_vmstat()
         if tel:
-            cold.kill()
-            cold.wait()
+            for p in (cold, filler):
+                if p is not None:
+                    p.kill()
+                    p.wait()
             _settle()
             tel.sample()
             tel.close()
@@ -301,7 +312,7 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
         result["hot_on_slow_mb_end"] = alive[-1] if alive else None
         result["free_end_mb"] = node_free_mb()
     finally:
-        for p in (hot, cold):
+        for p in (hot, cold, filler):
             if p is not None and p.poll() is None:
                 p.kill()
                 p.wait()
