@@ -70,11 +70,15 @@ TRIAL_COLUMNS = [
 SAMPLE_COLUMNS = ["trial_id", "study_id", "seq", "t_s", "dt_s", "objective"]
 #: Columns of ``tuning_runs_frame``.
 TUNING_RUN_COLUMNS = [
-    "run_id", "token", "backend", "catalog_hash", "host", "platform", "workload", "mode", "status",
+    "run_id", "token", "backend", "catalog_hash", "host", "host_id", "kernel", "platform", "workload",
+    "mode", "status",
     "objective_name", "objective_unit", "started_at", "finished_at", "duration_s", "intervals",
     "events", "mean_objective", "ptmt_version", "seed", "label", "start_configuration_id",
     "final_configuration_id", "start_config", "final_config", "settings", "summary",
 ]
+#: Columns of ``hosts_frame``.
+HOST_COLUMNS = ["host_id", "hostname", "platform", "kernel", "arch", "topology", "tiers",
+                "perf_available", "info", "hash", "created_at"]
 #: Columns of ``tuning_intervals_frame`` before the knob (and optional fingerprint/counter) columns.
 TUNING_INTERVAL_COLUMNS = ["run_id", "seq", "t_s", "objective", "baseline", "phase",
                            "configuration_id", "config_hash"]
@@ -807,7 +811,8 @@ class Storage:
                       .group_by(TuningEvent.run_id).subquery())
         start_cfg, final_cfg = aliased(Configuration), aliased(Configuration)
         q = (select(TuningRun.id, TuningRun.token, Backend.name, Backend.catalog_hash,
-                    Host.hostname, TuningRun.platform, TuningRun.workload, TuningRun.mode,
+                    Host.hostname, TuningRun.host_id, Host.kernel, TuningRun.platform,
+                    TuningRun.workload, TuningRun.mode,
                     TuningRun.status, TuningRun.objective_name, TuningRun.objective_unit,
                     TuningRun.started_at, TuningRun.finished_at, per_run.c.n, per_run_ev.c.n,
                     per_run.c.mean, TuningRun.ptmt_version, TuningRun.seed, TuningRun.label,
@@ -844,8 +849,20 @@ class Storage:
         for col in ("intervals", "events"):
             frame[col] = frame[col].fillna(0).astype(int)
         frame["mean_objective"] = frame["mean_objective"].astype(float)
-        for col in ("seed", "start_configuration_id", "final_configuration_id"):
+        for col in ("host_id", "seed", "start_configuration_id", "final_configuration_id"):
             frame[col] = frame[col].astype("Int64")
+        return frame
+
+    def hosts_frame(self) -> pd.DataFrame:
+        """Every registered host, one row each (:data:`HOST_COLUMNS`; ``topology``, ``tiers`` and
+        ``info`` hold dicts): what the ``host_id`` of a run or trial was."""
+        q = (select(Host.id, Host.hostname, Host.platform, Host.kernel, Host.arch, Host.topology,
+                    Host.tiers, Host.perf_available, Host.info, Host.hash, Host.created_at)
+             .order_by(Host.id))
+        with self._read() as c:
+            rows = c.execute(q).all()
+        frame = pd.DataFrame.from_records([tuple(r) for r in rows], columns=HOST_COLUMNS)
+        frame["created_at"] = pd.to_datetime(frame["created_at"], utc=True)
         return frame
 
     def tuning_intervals_frame(self, run: TuningRun | int | str | Iterable[TuningRun | int | str],

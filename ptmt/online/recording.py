@@ -351,3 +351,31 @@ class DbRecorder:
             return first  # already one password-free line naming the masked URL
         url = getattr(getattr(self._db, "engine", None), "url", None)
         return f"{self.url}: {scrub(first, url)}"
+
+
+def open_recorder(db: Storage | str | URL | None, catalog: Any, host: Any, *, platform: str, mode: str,
+                  objective_name: str = "sim", objective_unit: str | None = "ops/s",
+                  workload: str | None = None, settings: Mapping[str, Any] | None = None,
+                  seed: int | None = None, label: str | None = None) -> DbRecorder:
+    """A started :class:`DbRecorder` for one run of *catalog*'s backend on *host* (a host object,
+    described with :func:`ptmt.sysinfo.host_identity`), raising if the database cannot be reached."""
+    from ptmt.sysinfo import host_identity
+
+    rec = DbRecorder(db, backend=catalog.name, catalog_hash=catalog.hash, catalog=catalog.data,
+                     host=host_identity(host), platform=platform, objective_name=objective_name,
+                     objective_unit=objective_unit, mode=mode, workload=workload, settings=settings,
+                     seed=seed, label=label)
+    rec.start()
+    return rec
+
+
+def record_static_run(rec: DbRecorder | ListRecorder, series: list[float], interval: float,
+                      config: Mapping[str, Any]) -> bool:
+    """Record a run that held *config* throughout (a default run): one interval per value of
+    *series* (interval *n* ends at ``n * interval`` seconds), then close it as finished with its
+    mean objective. True when the whole run is in the database."""
+    for n, v in enumerate(series):
+        rec.interval({"seq": n + 1, "t_s": (n + 1) * interval, "objective": v, "baseline": None,
+                      "config": dict(config), "phase": 0, "fingerprint": None, "counters": None})
+    mean = sum(series) / len(series) if series else None
+    return bool(rec.close("finished", dict(config), {"mean_objective": mean}))
