@@ -14,7 +14,8 @@ back the best known configuration when a change does not pay:
   best known level for ``revert_after`` intervals in a row under a configuration that is not the
   best known one, the best known configuration is restored;
 - **tabu**: a configuration judged worse is not tried again until the best known configuration
-  or the workload phase changes (no flapping between two settings);
+  or the workload phase changes; a configuration that was the best known one and was left for a
+  better one is not returned to within the phase (no flapping between two settings on noise);
 - **exploration budget**: ``exploration_budget`` trial moves per phase (``outlier_budget`` when
   the workload is unlike anything in the database); then the tuner holds the best configuration
   and only watches.
@@ -115,6 +116,8 @@ class Guard:
         self.best_level: float | None = None
         self.trial: Trial | None = None
         self.tabu: set[str] = set()
+        #: configurations left behind for a better one this phase: never tried again in it
+        self.superseded: set[str] = set()
         self.budget = settings.exploration_budget
         self.moves_per_knob: dict[str, int] = {}
         self.below = 0
@@ -125,6 +128,7 @@ class Guard:
         self.best_level = None
         self.trial = None
         self.tabu = set()
+        self.superseded = set()
         self.budget = self.s.outlier_budget if outlier else self.s.exploration_budget
         self.moves_per_knob = {}
         self.below = 0
@@ -159,6 +163,7 @@ class Guard:
         self.trial = None
         self.last_needed, self.last_aborted = self.margin(t.readings), False
         if gain >= self.last_needed:
+            self.superseded.add(config_key(self.best))
             self.best = dict(t.config)
             self.best_level = mean
             self.tabu = set()
@@ -190,5 +195,6 @@ class Guard:
         return self.below >= self.s.revert_after
 
     def allowed(self, knob: str, new_config: Mapping[str, Value]) -> bool:
-        return (self.budget > 0 and config_key(new_config) not in self.tabu
+        key = config_key(new_config)
+        return (self.budget > 0 and key not in self.tabu and key not in self.superseded
                 and self.moves_per_knob.get(knob, 0) < self.s.max_moves_per_knob)

@@ -2,14 +2,21 @@
 
 Every knob change moves the counters (that is what knobs are for), so a fingerprint that differs
 from the one before a change says nothing about the workload. The detector therefore compares only
-intervals under one unchanged configuration: after each change (and ``settle`` intervals of
-migration), it takes the next interval as the reference, and declares a new phase when, for
-``confirm`` intervals in a row, either
+intervals under one configuration: after each change (and ``settle`` intervals of migration), it
+takes the next interval as the reference, and declares a new phase when, for ``confirm``
+intervals in a row, either
 
 - the fingerprint moved away from the reference by more than ``distance`` (Euclidean, over the
   features both measured, each feature scaled by a floor of 0.5 so near-zero rates do not
   dominate), or
 - the objective left the reference level by more than ``objective_shift`` (relative).
+
+A tuner that is exploring changes the configuration every few intervals, so a reference taken
+after each change would never see the workload move. The detector therefore remembers the
+reference of every configuration it measured in this phase (an *anchor*); when the tuner returns
+to one (a revert to the best known configuration), the first settled interval is compared with
+that configuration's anchor, and :attr:`PhaseDetector.pending` asks the tuner to hold still until
+the comparison (and its confirmation, when it failed) is done.
 """
 
 from __future__ import annotations
@@ -28,17 +35,38 @@ class PhaseSettings:
 
 
 class PhaseDetector:
+    #: anchors kept per phase (the configurations visited most recently)
+    max_anchors = 16
+
     def __init__(self, settings: PhaseSettings | None = None) -> None:
         self.s = settings or PhaseSettings()
         self.ref_fp: np.ndarray | None = None
         self.ref_obj: float | None = None
+        self.key: str | None = None
+        self.anchors: dict[str, tuple[np.ndarray, float | None]] = {}
         self.wait = self.s.settle
         self.strikes = 0
         self.last_reason = ""
 
-    def config_changed(self) -> None:
-        """The tuner changed a knob: the next intervals reflect that, not the workload."""
+    def config_changed(self, key: str | None = None) -> None:
+        """The tuner changed a knob (to the configuration *key*): the next intervals reflect that,
+        not the workload."""
         self.ref_fp, self.ref_obj, self.wait, self.strikes = None, None, self.s.settle, 0
+        self.key = key
+
+    def new_phase(self, key: str | None, fp: np.ndarray, objective: float | None) -> None:
+        """A phase begins under configuration *key*, measured as *fp* and *objective*: the anchors of
+        the previous phase no longer describe the workload."""
+        self.anchors = {}
+        self.config_changed(key)
+        self.wait = 0
+        self._take_reference(np.array(fp, float), objective)
+
+    @property
+    def pending(self) -> bool:
+        """True while a return to an anchored configuration has not been checked yet, or a check
+        failed once and waits for its confirmation: the tuner should not change anything now."""
+        return self.strikes > 0 or (self.ref_fp is None and self.key is not None and self.key in self.anchors)
 
     def distance(self, fp: np.ndarray) -> float:
         if self.ref_fp is None:
@@ -49,14 +77,24 @@ class PhaseDetector:
         scale = np.maximum(0.5, np.abs(self.ref_fp[both]))
         return float(np.sqrt((((fp[both] - self.ref_fp[both]) / scale) ** 2).sum()))
 
+    def _take_reference(self, fp: np.ndarray, objective: float | None) -> None:
+        self.ref_fp, self.ref_obj = fp, objective
+        if self.key is not None:
+            self.anchors.pop(self.key, None)
+            self.anchors[self.key] = (fp, objective)
+            while len(self.anchors) > self.max_anchors:
+                self.anchors.pop(next(iter(self.anchors)))
+
     def update(self, fp: np.ndarray, objective: float | None) -> bool:
         """Feed one interval under an unchanged configuration; True when a new phase began."""
         if self.wait > 0:
             self.wait -= 1
             return False
         if self.ref_fp is None:
-            self.ref_fp, self.ref_obj = np.array(fp, float), objective
-            return False
+            if self.key is None or self.key not in self.anchors:
+                self._take_reference(np.array(fp, float), objective)
+                return False
+            self.ref_fp, self.ref_obj = self.anchors[self.key]  # back at a known configuration: compare
         d = self.distance(fp)
         shift = abs(objective / self.ref_obj - 1.0) if objective and self.ref_obj else 0.0
         if d > self.s.distance or shift > self.s.objective_shift:
@@ -66,11 +104,12 @@ class PhaseDetector:
         else:
             self.strikes = 0
             # a slowly drifting workload: the reference follows it
-            self.ref_fp = 0.8 * self.ref_fp + 0.2 * np.where(np.isfinite(fp), fp, self.ref_fp)
-            if objective and self.ref_obj:
-                self.ref_obj = 0.8 * self.ref_obj + 0.2 * objective
+            ref_fp = 0.8 * self.ref_fp + 0.2 * np.where(np.isfinite(fp), fp, self.ref_fp)
+            ref_obj = 0.8 * self.ref_obj + 0.2 * objective if objective and self.ref_obj else self.ref_obj
+            self._take_reference(ref_fp, ref_obj)
         if self.strikes >= self.s.confirm:
-            self.config_changed()
+            self.config_changed(self.key)
+            self.anchors = {}
             self.wait = 0
             return True
         return False

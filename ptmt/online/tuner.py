@@ -12,7 +12,9 @@
    through only within its budget and off its tabu list, judges it after it settles, keeps it when
    it pays and restores the best known configuration when it does not.
 4. **Follow phases.** The phase detector (``ptmt.online.phase``) watches for workload changes under
-   an unchanged configuration; a new phase re-queries the database and refills the budget.
+   an unchanged configuration, and after every return to a configuration it measured before (a
+   revert) compares it with that measurement; a new phase gets a fresh warm-up, re-queries the
+   database and refills the budget.
 
 Every change is logged as ``knob old -> new: why`` and recorded (``Recorder``) with the interval
 it happened in. The knobs' original values are journaled before the first write and restored when
@@ -170,7 +172,7 @@ class Tuner:
         self.backend.apply(plan, self.journal)
         self.config = dict(config)
         self.since_change = 0
-        self.phase.config_changed()
+        self.phase.config_changed(config_key(self.config))
 
     def _event(self, kind: str, reason: str, knob: str | None = None, old: Any = None, new: Any = None,
                **details: Any) -> Event:
@@ -279,9 +281,11 @@ class Tuner:
             return
         if self.phase.update(fp, value):
             self.phase_no += 1
-            self._event("phase", f"workload phase {self.phase_no}: {self.phase.last_reason}")
-            self._warm = [value] if value is not None else []
-            self._begin_phase(fp)
+            self._event("phase", f"workload phase {self.phase_no}: {self.phase.last_reason}; measuring the "
+                        f"new baseline for {self.s.guard.warmup_intervals} intervals")
+            # a new phase starts with a transient (a moved hot set is promoted over minutes): its
+            # baseline is a fresh warm-up under the best known configuration, not one reading
+            self._warm, self._warm_left = [], self.s.guard.warmup_intervals
             return
         if g.watch(self.config, value):
             self._change(g.best, "revert", f"objective stayed more than {self.s.guard.revert_fraction:.0%} below "
@@ -289,6 +293,8 @@ class Tuner:
             return
         if value is not None and config_key(self.config) == config_key(g.best):
             g.observe_best(value)
+        if self.phase.pending:
+            return  # back at a configuration measured before: first see whether the workload moved
         self._explore(sample, value, fp)
 
     def _begin_phase(self, fp: np.ndarray) -> None:
@@ -306,6 +312,7 @@ class Tuner:
         if advice is not None:
             outlier = bool(advice.outlier)
         self.guard.new_phase(self.config, outlier=outlier)
+        self.phase.new_phase(config_key(self.config), fp, self.baseline)
         if self.baseline is not None:
             self.guard.best_level = self.baseline
         if advice is None:

@@ -129,6 +129,19 @@ def test_guard_keeps_only_changes_that_pay_and_never_retries_a_loser() -> None:
     assert not g.watch({"k": 0}, 10.0)  # the best configuration itself is never "reverted"
 
 
+def test_guard_never_returns_to_a_configuration_it_left_for_a_better_one() -> None:
+    g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=1, accept_margin=0.01, noise_z=0.0))
+    g.new_phase({"k": 1})
+    g.best_level = 100.0
+    g.start_trial({"k": 2}, 0, "k up", "k")
+    assert g.judge(1, 103.0) == ("keep", pytest.approx(0.03))
+    # a keep clears the tabu list, but the configuration left behind stays out for the phase:
+    # going back on the next lucky reading would be flapping
+    assert not g.allowed("k", {"k": 1}) and g.allowed("k", {"k": 3})
+    g.new_phase({"k": 2})
+    assert g.allowed("k", {"k": 1})  # a new phase may want it again
+
+
 def test_the_baseline_leaves_out_the_start_up_transient(tmp_path: Path) -> None:
     class Ramp:
         """An objective that starts 30% low and then holds: a workload warming up."""
@@ -193,6 +206,23 @@ def test_phase_detector_ignores_the_tuners_own_changes() -> None:
     assert not d.update(fp * 3, 100.0)  # first strike under an unchanged configuration
     assert d.update(fp * 3, 100.0)  # confirmed
     assert "objective moved" in d.last_reason
+
+
+def test_phase_detector_compares_a_return_with_what_it_measured_there_before() -> None:
+    d = PhaseDetector(PhaseSettings(objective_shift=0.1, confirm=2, settle=1))
+    fp = np.ones(12)
+    d.new_phase("best", fp, 100.0)
+    d.config_changed("trial")  # a trial: its own reference, nothing to compare with
+    assert not d.pending and not any(d.update(fp * 2, 90.0) for _ in range(3))
+    d.config_changed("best")  # reverted: the tuner must hold until the return has been checked
+    assert not d.update(fp, 100.0) and d.pending  # settling
+    assert not d.update(fp, 101.0) and not d.pending  # as before: no phase, go on exploring
+    d.config_changed("trial2")
+    d.config_changed("best")
+    assert not d.update(fp, 70.0)  # settling
+    assert not d.update(fp, 70.0) and d.pending  # 30% below what "best" measured: one strike, hold
+    assert d.update(fp, 70.0) and "objective moved" in d.last_reason
+    assert d.anchors == {} and not d.pending  # the old phase's measurements are gone
 
 
 def test_tuning_loop_logs_every_change_and_restores_the_originals(tmp_path: Path) -> None:
