@@ -177,6 +177,7 @@ def _register_subcommands() -> None:
     from ptmt.offline.cli import profile
     from ptmt.offline.model_cli import analyze, model_app
     from ptmt.online.cli import train_cmd, tune
+    from ptmt.service.cli import install_service
     from ptmt.report.cli import report
     from ptmt.sim.cli import sim_app
     from ptmt.testbed.cli import testbed_app
@@ -185,6 +186,7 @@ def _register_subcommands() -> None:
     app.command("analyze")(analyze)
     app.command("tune")(tune)
     app.command("train")(train_cmd)
+    app.command("install-service")(install_service)
     app.command("report")(report)
     app.add_typer(model_app, name="model")
     app.add_typer(sim_app, name="sim")

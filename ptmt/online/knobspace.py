@@ -84,6 +84,18 @@ class KnobSpace:
         if not self.ladders:
             raise PtmtError(f"backend {catalog.name}: no knob left to tune")
         self._by_name = {ladder.name: ladder for ladder in self.ladders}
+        #: knobs the tuner no longer moves (released to an administrator), with the value they hold
+        self.pinned: dict[str, Value] = {}
+        #: (knob, value) pairs the kernel refused: never offered again
+        self.forbidden: set[tuple[str, str]] = set()
+
+    def pin(self, name: str, value: Value) -> None:
+        """Hold *name* at *value*: no move or configuration that changes it is legal any more."""
+        self.pinned[name] = value
+
+    def forbid(self, name: str, value: Value) -> None:
+        """Never offer *name* = *value* again (the kernel refused it)."""
+        self.forbidden.add((name, str(value)))
 
     @property
     def names(self) -> list[str]:
@@ -128,6 +140,8 @@ class KnobSpace:
         new = dict(config)
         if move.knob is None:
             return new
+        if move.knob in self.pinned:
+            return None
         ladder = self._by_name[move.knob]
         i = ladder.index(config.get(move.knob, ladder.knob.default)) + move.direction
         if not 0 <= i < len(ladder.values):
@@ -136,6 +150,10 @@ class KnobSpace:
         return new if self.legal(new) else None
 
     def legal(self, config: Mapping[str, Value]) -> bool:
+        if any(n in config and config[n] != v for n, v in self.pinned.items()):
+            return False
+        if any((n, str(v)) in self.forbidden for n, v in config.items()):
+            return False
         for rule in self.catalog.rules:
             if rule.left in config or rule.right in config:
                 values = {n: config.get(n, self.catalog.knobs[n].default) for n in (rule.left, rule.right)}

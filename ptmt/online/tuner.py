@@ -34,7 +34,7 @@ import numpy as np
 
 from ptmt.backends.base import Backend
 from ptmt.catalog import Value
-from ptmt.errors import PtmtError
+from ptmt.errors import KernelRejected, PtmtError, ValidationError
 from ptmt.journal import Journal
 from ptmt.offline.fingerprint import as_dict as fp_dict
 from ptmt.offline.fingerprint import fingerprint
@@ -93,7 +93,7 @@ class Event:
     n: int
     seq: int
     t_s: float
-    kind: str  # model | explore | keep | reject | revert | phase | error
+    kind: str  # model | explore | keep | reject | revert | phase | error | admin | vanished
     reason: str
     knob: str | None = None
     old: str | None = None
@@ -160,6 +160,8 @@ class Tuner:
         self._warm_left = self.s.guard.warmup_intervals
         self._fallback_cursor = 0
         self._far_tried: set[tuple[str, int]] = set()
+        #: knobs no longer managed this run (an administrator set them, or they vanished), with their value
+        self.released: dict[str, Value] = {}
 
     # -- setting knobs ------------------------------------------------------------------------------
     def _current(self) -> dict[str, Value]:
@@ -167,12 +169,68 @@ class Tuner:
         return self.space.snap(live) if all(n in live for n in self.space.names) else \
             self.space.snap({**self.space.defaults(), **live})
 
-    def _set(self, config: Mapping[str, Value]) -> None:
-        plan = self.backend.plan(dict(config))
-        self.backend.apply(plan, self.journal)
-        self.config = dict(config)
+    def _set(self, config: Mapping[str, Value]) -> bool:
+        """Write *config* (released knobs left out); False when the kernel refused a value: the backend
+        has rolled the step back, the value is marked bad and the configuration stays as it was."""
+        wanted = {k: v for k, v in config.items() if k not in self.released}
+        try:
+            try:
+                plan = self.backend.plan(wanted)
+            except ValidationError:
+                if not self._release_vanished(wanted):
+                    raise
+                wanted = {k: v for k, v in config.items() if k not in self.released}
+                plan = self.backend.plan(wanted)
+            self.backend.apply(plan, self.journal)
+        except KernelRejected as exc:
+            self._rejected(wanted, exc)
+            return False
+        self.config = {**config, **self.released}
         self.since_change = 0
         self.phase.config_changed(config_key(self.config))
+        return True
+
+    def _rejected(self, wanted: Mapping[str, Value], exc: KernelRejected) -> None:
+        """The kernel refused a value: never offer it again this run, and drop the trial it began."""
+        moved = [n for n in self.space.names if n in wanted and wanted[n] != self.config.get(n)]
+        bad = [n for n in moved if self.backend.target(self.backend.catalog.knobs[n]) == exc.path] or moved
+        for name in bad:
+            self.space.forbid(name, wanted[name])
+        proposed = config_key({**self.config, **wanted})
+        if self.guard.trial is not None and config_key(self.guard.trial.config) == proposed:
+            self.guard.trial = None  # nothing to judge: the change never happened
+        self.guard.tabu.add(proposed)
+        self._event("error", f"kernel refused {', '.join(f'{n}={wanted[n]}' for n in bad)}; rolled back, "
+                    f"not trying it again this run: {exc.detail}")
+
+    def _release_vanished(self, wanted: Mapping[str, Value]) -> bool:
+        """Release the knobs of *wanted* whose files are gone; True if there were any."""
+        gone = [n for n in wanted if n in self.space.names
+                and not self.backend.probe_knob(self.backend.catalog.knobs[n]).present]
+        for name in gone:
+            self.release(name, None, "vanished", f"{name} disappeared (debugfs unmounted or module unloaded?): "
+                         "no longer tuning it")
+        return bool(gone)
+
+    def release(self, name: str, value: Value | None, kind: str, reason: str) -> None:
+        """Stop managing *name* for the rest of the run (an administrator set it to *value*, or the knob
+        vanished: *value* None); the tuner never writes it again and keeps tuning the others."""
+        if name in self.released or name not in self.space.names:
+            return
+        old = self.config.get(name)
+        kept = old if value is None else value
+        self.released[name] = kept  # type: ignore[assignment]
+        self.space.pin(name, kept)  # type: ignore[arg-type]
+        self.config[name] = kept  # type: ignore[assignment]
+        if name in self.guard.best:
+            self.guard.best[name] = kept  # type: ignore[assignment]
+        key = self.backend.entry_for(self.backend.catalog.knobs[name], "").key
+        with self.journal.locked():
+            entry = next((e for e in self.journal.entries() if e.key == key), None)
+            self.journal.remove({key})
+        if entry is not None:
+            reason += f"; its original value {entry.original} is dropped from the journal and not restored on exit"
+        self._event(kind, reason, name, old, "(gone)" if value is None else value)
 
     def _event(self, kind: str, reason: str, knob: str | None = None, old: Any = None, new: Any = None,
                **details: Any) -> Event:
@@ -185,11 +243,13 @@ class Tuner:
 
     def _change(self, new: Mapping[str, Value], kind: str, reason: str, **details: Any) -> None:
         """Apply *new* and log one event per knob that moves (one event number for all of them)."""
+        new = {**new, **self.released}
         diff = [k for k in self.space.names if self.config.get(k) != new.get(k)]
         if not diff:
             return
         old = dict(self.config)
-        self._set(new)
+        if not self._set(new):
+            return
         for k in diff:
             self._event(kind, reason, k, old.get(k), new.get(k), **details)
         self._n += 1
