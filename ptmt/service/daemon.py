@@ -139,6 +139,8 @@ class Service:
                 log.info("advice mode (dry run): every change is decided and logged, nothing is written")
             self.status = "running"
             result = self.tuner.run(stop=self._between_intervals)
+            if self.flags.stop:  # noticed between intervals: the tuner has restored, report it as a stop
+                raise Stopped(self.flags.stop)
             self.status = "finished"
             return result
         except Stopped:

@@ -45,8 +45,9 @@ class Notifier:
         addr = "\0" + self.address[1:] if self.address.startswith("@") else self.address
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
+                s.setblocking(False)  # a busy or stuck manager must never stall the tuner
                 s.connect(addr)
-                s.sendall(message)
+                s.send(message)
         except OSError as exc:
             if not self._warned:
                 self._warned = True

@@ -1,0 +1,170 @@
+"""The tuning service in-process on a fake kernel tree: signals, advice mode, admin back-off, knobs
+that vanish or are refused, reload, state file and metrics. The objective acts at chosen readings
+(an administrator's write, a signal, a scrape), so each behaviour is tested against the real loop."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import urllib.request
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ptmt.cli import app
+from ptmt.journal import Journal
+from ptmt.service.config import load_config
+from ptmt.service.daemon import Stopped
+from ptmt.service.state import read_states
+
+
+def test_sigterm_mid_tuning_restores_every_knob(make_service, host_tree, helpers) -> None:
+    root = host_tree["root"]
+    before = helpers.knob_files(root)
+    seen: dict[str, dict[str, str]] = {}
+    obj = helpers.Objective(root, {12: lambda: (seen.setdefault("during", helpers.knob_files(root)),
+                                                os.kill(os.getpid(), signal.SIGTERM))})
+    service = make_service(obj)
+    with pytest.raises(Stopped):
+        service.run()
+    assert seen["during"] != before  # tuning had changed the machine (activation and a trial)
+    assert seen["during"][helpers.RATE] == str(helpers.BEST)
+    assert helpers.knob_files(root) == before
+    assert Journal(host_tree["state"]).entries() == []
+    (state,) = read_states(host_tree["state"])
+    assert (state["status"], state["running"]) == ("interrupted", False)
+
+
+def test_dry_run_writes_nothing_and_logs_the_advice(make_service, host_tree, helpers, tune_log) -> None:
+    root = host_tree["root"]
+    before = helpers.knob_bytes(root)
+    result = make_service(helpers.Objective(root), duration=0.6, dry_run=True).run()
+    assert helpers.knob_bytes(root) == before
+    assert not Journal(host_tree["state"]).path.exists()
+    lines = [r.getMessage() for r in tune_log.records]
+    assert "advice (dry run, not written): would set numa_balancing 1 -> 2" in lines
+    assert "advice (dry run, not written): would set numa_balancing_promote_rate_limit_MBps 65536 -> 256" in lines
+    assert result.changes >= 1  # the tuner decided as if its changes were made
+
+
+def test_an_admin_write_is_detected_and_respected(make_service, host_tree, helpers, tune_log) -> None:
+    root = host_tree["root"]
+    before = helpers.knob_files(root)
+    admin = lambda: (root / helpers.RATE).write_text("4096\n")  # noqa: E731
+    service = make_service(helpers.Objective(root, {10: admin}), duration=1.2)
+    result = service.run()
+    (event,) = [e for e in result.events if e.kind == "admin"]
+    assert event.knob == "numa_balancing_promote_rate_limit_MBps" and event.new == "4096"
+    assert re.fullmatch(r"numa_balancing_promote_rate_limit_MBps \d+ -> 4096: numa_balancing_promote_rate_limit_MBps "
+                        r"changed from \d+ to 4096 outside ptmt \(an administrator\?\): leaving it to them, no longer "
+                        r"tuning it; its original value 65536 is dropped from the journal and not restored on exit",
+                        event.line())
+    assert event.line() in [r.getMessage() for r in tune_log.records]
+    later = [e for e in result.events if e.n > event.n or (e.seq > event.seq)]
+    assert all(e.knob != "numa_balancing_promote_rate_limit_MBps" for e in later)
+    assert any(e.kind == "explore" and e.knob for e in later)  # it went on with the other knobs
+    after = helpers.knob_files(root)
+    assert after[helpers.RATE] == "4096"  # not restored over
+    assert {k: v for k, v in after.items() if k != helpers.RATE} == \
+        {k: v for k, v in before.items() if k != helpers.RATE}
+    assert Journal(host_tree["state"]).entries() == []
+
+
+def test_a_knob_that_vanishes_is_let_go(make_service, host_tree, helpers) -> None:
+    root = host_tree["root"]
+    gone = root / "sys/kernel/debug/sched/numa_balancing/scan_size_mb"
+    before = helpers.knob_files(root)
+    result = make_service(helpers.Objective(root, {9: gone.unlink}), duration=1.0).run()
+    (event,) = [e for e in result.events if e.kind == "vanished"]
+    assert event.knob == "scan_size_mb" and "scan_size_mb disappeared" in event.reason
+    assert helpers.knob_files(root) == {k: v for k, v in before.items() if not k.endswith("scan_size_mb")}
+    assert Journal(host_tree["state"]).entries() == []
+
+
+def test_a_refused_value_is_rolled_back_marked_bad_and_tuning_goes_on(make_service, host_tree, helpers,
+                                                                     faulty) -> None:
+    root = host_tree["root"]
+    before = helpers.knob_files(root)
+    service = make_service(helpers.Objective(root), duration=1.0)
+    service.host.fs.io = faulty  # the same tree, with a kernel that refuses one value
+    faulty.reject["/" + helpers.RATE] = {"256"}
+    result = service.run()
+    (error,) = [e for e in result.events if e.kind == "error"]
+    assert error.reason.startswith("kernel refused numa_balancing_promote_rate_limit_MBps=256; rolled back, not "
+                                   "trying it again this run: kernel rejected value '256' (EINVAL")
+    assert ("numa_balancing_promote_rate_limit_MBps", "256") in service.tuner.space.forbidden
+    assert any(e.kind == "explore" and e.seq > error.seq for e in result.events)
+    assert ("/" + helpers.RATE, "256") not in faulty.writes
+    assert helpers.knob_files(root) == before
+
+
+def test_an_invalid_reload_keeps_the_running_configuration(make_service, host_tree, helpers, tune_log,
+                                                           tmp_path: Path) -> None:
+    root = host_tree["root"]
+    cfg = tmp_path / "ptmt.yaml"
+    cfg.write_text("guard: {revert_after: 2}\n")
+    seen = {}
+
+    def bad() -> None:
+        cfg.write_text("guard: {revert_after: 0}\ninterval: 0.5\n")
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    def good() -> None:
+        seen["after_bad"] = (service.tuner.s.interval, service.tuner.s.guard.revert_after)
+        cfg.write_text("guard: {revert_after: 3}\ninterval: 0.03\nmetrics_port: 9\n")
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    obj = helpers.Objective(root, {4: bad, 8: good, 11: lambda: os.kill(os.getpid(), signal.SIGTERM)})
+    flags = {"backend": "autonuma", "platform": "linux", "search": True, "state_dir": host_tree["state"]}
+    service = make_service(obj, reload_config=lambda: load_config(cfg).overlay(**flags))
+    service.config.path = cfg
+    with pytest.raises(Stopped):
+        service.run()
+    lines = [r.getMessage() for r in tune_log.records]
+    assert (f"configuration reload refused, still running on the previous configuration: {cfg}: At "
+            "'guard.revert_after': must be a positive integer (got 0)") in lines
+    assert seen["after_bad"] == (0.02, 2)
+    assert (f"configuration {cfg} reloaded: interval 0.02 -> 0.03 s; guard (revert_after); metrics_port take(s) "
+            "effect when the service restarts") in lines
+    assert (service.tuner.s.interval, service.tuner.s.guard.revert_after) == (0.03, 3)
+    assert service.config.metrics_port is None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_metrics_and_state_of_the_running_service(make_service, host_tree, helpers) -> None:
+    root = host_tree["root"]
+    port = free_port()
+    seen = {}
+
+    def look() -> None:
+        seen["metrics"] = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+        seen["states"] = read_states(host_tree["state"])
+        seen["status"] = CliRunner().invoke(app, ["tune", "--status", "--state-dir", str(host_tree["state"])]).output
+
+    service = make_service(helpers.Objective(root, {14: look}), duration=0.8, metrics_port=port)
+    service.run()
+    m = seen["metrics"]
+    assert re.search(r'^ptmt_objective\{backend="autonuma"\} 1[02]0\.0$', m, re.M)
+    assert re.search(r'^ptmt_intervals_total\{backend="autonuma"\} 1[23]\.0$', m, re.M)
+    assert re.search(r'^ptmt_knob_value\{backend="autonuma",knob="numa_balancing_promote_rate_limit_MBps"\} '
+                     r'\d+\.0$', m, re.M)
+    assert re.search(r'^ptmt_decisions_total\{backend="autonuma",kind="explore"\} [1-9]', m, re.M)
+    assert "ptmt_reverts_total" in m and "ptmt_errors_total" in m
+    (state,) = seen["states"]
+    assert (state["running"], state["status"], state["pid"], state["backend"]) == (True, "running", os.getpid(),
+                                                                                  "autonuma")
+    assert state["knobs"]["numa_balancing_promote_rate_limit_MBps"] in (256, 1024, 4096, 16384, 65536)
+    assert seen["status"].startswith(f"ptmt tune autonuma: running (pid {os.getpid()}, updated")
+    assert "objective scripted:" in seen["status"]
+    with pytest.raises(OSError):  # the endpoint is gone with the service
+        urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
+    (final,) = read_states(host_tree["state"])
+    assert (final["running"], final["status"]) == (False, "finished")
