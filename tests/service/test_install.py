@@ -25,7 +25,7 @@ def test_install_service_writes_units_that_systemd_accepts(tmp_path: Path, helpe
     assert f"installed {tune}" in done.output and f"installed {boot}" in done.output
     text = tune.read_text()
     assert f"ExecStart={ptmt_command()} tune --backend %i --platform linux\n" in text
-    assert f"ExecStartPre={ptmt_command()} restore --platform linux\n" in text
+    assert f"ExecStartPre={ptmt_command()} restore --platform linux --backend %i\n" in text
     for line in ("Type=notify", "WatchdogSec=60", "Restart=on-failure", "ProtectSystem=strict",
                  "ReadWritePaths=/var/lib/ptmt -/proc/sys -/sys/kernel/mm -/sys/kernel/debug"):
         assert line + "\n" in text
