@@ -168,3 +168,54 @@ def test_metrics_and_state_of_the_running_service(make_service, host_tree, helpe
         urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2)
     (final,) = read_states(host_tree["state"])
     assert (final["running"], final["status"]) == (False, "finished")
+
+
+def test_leave_alone_at_start_and_on_reload(make_service, host_tree, helpers, tune_log, tmp_path: Path) -> None:
+    root = host_tree["root"]
+    before = helpers.knob_files(root)
+    cfg = tmp_path / "ptmt.yaml"
+    cfg.write_text("leave_alone: [watermark_scale_factor]\n")
+    seen = {}
+
+    def hand_over() -> None:  # the rate limit is under trial at 256 now: give it to the administrator
+        seen["rate"] = (root / helpers.RATE).read_text().strip()
+        cfg.write_text("leave_alone: [watermark_scale_factor, numa_balancing_promote_rate_limit_MBps]\n")
+        os.kill(os.getpid(), signal.SIGHUP)
+
+    flags = {"backend": "autonuma", "platform": "linux", "search": True, "state_dir": host_tree["state"],
+             "interval": 0.02}
+    service = make_service(helpers.Objective(root, {9: hand_over}), duration=1.0,
+                           leave_alone=["watermark_scale_factor"], reload_config=lambda: load_config(cfg).overlay(**flags))
+    assert "watermark_scale_factor" not in service.tuner.space.names
+    result = service.run()
+    assert seen["rate"] == str(helpers.BEST)
+    (event,) = [e for e in result.events if e.kind == "leave_alone"]
+    assert event.line() == ("numa_balancing_promote_rate_limit_MBps 256 -> 65536: numa_balancing_promote_rate_limit_"
+                            "MBps is now in leave_alone: its original value is restored; no longer tuning it")
+    assert all(e.knob != "numa_balancing_promote_rate_limit_MBps" for e in result.events if e.seq > event.seq)
+    assert all(e.knob != "watermark_scale_factor" for e in result.events)
+    assert helpers.knob_files(root) == before
+
+
+def test_status_of_a_crashed_daemon_and_of_none(host_tree) -> None:
+    from ptmt.service.state import write_state
+
+    runner = CliRunner()
+    empty = runner.invoke(app, ["tune", "--status", "--state-dir", str(host_tree["state"])])
+    assert empty.exit_code == 0
+    assert empty.output.strip() == f"no ptmt tune service has run with state directory {host_tree['state']}"
+    dead = subprocess_pid_that_exited()
+    write_state(host_tree["state"], "tpp", {"pid": dead, "running": True, "status": "running", "backend": "tpp",
+                                            "objective": "proxy", "objective_value": None})
+    shown = runner.invoke(app, ["tune", "--status", "--state-dir", str(host_tree["state"])])
+    assert shown.output.splitlines()[0] == "ptmt tune tpp: crashed"
+    assert ("  the daemon is gone without restoring: run `ptmt restore` (the boot unit does it at boot)"
+            in shown.output.splitlines())
+
+
+def subprocess_pid_that_exited() -> int:
+    import subprocess
+
+    p = subprocess.Popen(["true"])
+    p.wait()
+    return p.pid
