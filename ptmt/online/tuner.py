@@ -162,6 +162,8 @@ class Tuner:
         self._far_tried: set[tuple[str, int]] = set()
         #: knobs no longer managed this run (an administrator set them, or they vanished), with their value
         self.released: dict[str, Value] = {}
+        #: called before the originals are restored (the service's last check for an administrator's writes)
+        self.before_restore: list[Callable[[], None]] = []
 
     # -- setting knobs ------------------------------------------------------------------------------
     def _current(self) -> dict[str, Value]:
@@ -290,6 +292,8 @@ class Tuner:
     def restore(self) -> None:
         from ptmt.offline.trial import _restore_all
 
+        for hook in self.before_restore:
+            hook()
         _restore_all(self.journal, self.host, self.backend)
 
     def step(self) -> None:

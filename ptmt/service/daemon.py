@@ -114,6 +114,7 @@ class Service:
                            agent=self.agent, query_model=self.query_model, settings=settings,
                            recorder=self.recorder, fast_nodes=fast_nodes(host))
         self.watch = KnobWatch(self.tuner, self.backend)
+        self.tuner.before_restore.append(self._last_check)
         self.metrics = Metrics(self.catalog.name, self.config.metrics_port)
         self.status = "starting"
         self._ready = False
@@ -176,6 +177,13 @@ class Service:
             self.notifier.status(self.status_line())
         self.host.ping()
         return False
+
+    def _last_check(self) -> None:
+        """An administrator's write since the last interval is not restored over either."""
+        try:
+            self.watch.check()
+        except PtmtError as exc:
+            log.warning("could not check the knobs for changes made outside ptmt before restoring: %s", exc)
 
     # -- reload -------------------------------------------------------------------------------------
     def reload(self) -> None:

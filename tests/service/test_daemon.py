@@ -219,3 +219,22 @@ def subprocess_pid_that_exited() -> int:
     p = subprocess.Popen(["true"])
     p.wait()
     return p.pid
+
+
+def test_an_admin_write_just_before_sigterm_is_not_restored_over(make_service, host_tree, helpers) -> None:
+    root = host_tree["root"]
+    before = helpers.knob_files(root)
+
+    def admin_then_stop() -> None:
+        (root / "proc/sys/vm/watermark_scale_factor").write_text("150\n")
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    service = make_service(helpers.Objective(root, {10: admin_then_stop}))
+    with pytest.raises(Stopped):
+        service.run()
+    (event,) = [e for e in service.tuner.events if e.kind == "admin"]
+    assert (event.knob, event.old, event.new) == ("watermark_scale_factor", "10", "150")
+    after = helpers.knob_files(root)
+    assert after.pop("proc/sys/vm/watermark_scale_factor") == "150"
+    before.pop("proc/sys/vm/watermark_scale_factor")
+    assert after == before

@@ -137,3 +137,16 @@ def test_sigkill_then_ptmt_restore_puts_every_knob_back(host_tree, objective, he
     assert "restored autonuma numa_balancing = 1" in done.stdout
     assert helpers.knob_files(root) == before
     assert Journal(host_tree["state"]).entries() == []
+
+
+def test_journal_lines_carry_their_syslog_priority(monkeypatch: pytest.MonkeyPatch) -> None:
+    import logging
+
+    from ptmt.service.logfmt import tune_log_handler
+
+    record = logging.LogRecord("ptmt.tune", logging.WARNING, __file__, 1, "objective gone\nsecond line", None, None)
+    monkeypatch.setenv("JOURNAL_STREAM", "8:12345")
+    assert tune_log_handler().format(record) == "<4>objective gone\n<4>second line"
+    monkeypatch.delenv("JOURNAL_STREAM")
+    info = logging.LogRecord("ptmt.tune", logging.INFO, __file__, 1, "scan_size_mb 256 -> 1024: why", None, None)
+    assert tune_log_handler().format(info) == "ptmt tune: scan_size_mb 256 -> 1024: why"
