@@ -35,6 +35,10 @@ run: $(STAMP)
 		--output $(CURDIR)/$(DEMO)/autonuma-model.npz
 	$(DEMOENV) $(BIN)/ptmt tune --platform sim --backend autonuma --workload gups --duration 900 \
 		--query-model $(CURDIR)/$(DEMO)/autonuma-model.npz --db sqlite:///$(CURDIR)/$(DEMO)/ptmt.db
+	# the report: 4 more interleaved default/tuned pairs (seeds 1-4) next to that one, then tuned vs default with a 95% CI
+	$(DEMOENV) $(BIN)/ptmt report --run-ab --backend autonuma --workload gups --repeat 4 --seed 1 --duration 900 \
+		--query-model $(CURDIR)/$(DEMO)/autonuma-model.npz --db sqlite:///$(CURDIR)/$(DEMO)/ptmt.db \
+		--html $(CURDIR)/$(DEMO)/report.html
 
 test: $(STAMP)
 	$(BIN)/ruff check -q ptmt tests benchmarks scripts

@@ -12,7 +12,9 @@ interval and duration agree, each tuned run with the nearest default run in time
 no partner are kept as *unpaired* (a tuning run on a real host has no default run to compare with).
 
 A *group* is what one row of the report compares: the pairs of one backend and workload under one
-objective, platform, interval and duration.
+objective, platform, interval and duration. On the simulated machine a run is determined by its seed,
+so two pairs with the same seed are replicates, not independent samples: only the newest counts
+(the others are listed as ``replicates``).
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ class Group:
     interval: float | None
     duration: float | None
     pairs: list[tuple[int, int]] = field(default_factory=list)  # (default run, tuned run), oldest first
+    replicates: list[tuple[int, int]] = field(default_factory=list)  # older same-seed sim pairs, left out
 
     @property
     def key(self) -> str:
@@ -157,6 +160,16 @@ def group_pairs(runs: pd.DataFrame, pairs: Sequence[tuple[int, int]]) -> list[Gr
                                 objective_unit=run["objective_unit"], direction=direction_of(run),
                                 interval=interval, duration=duration)
         groups[key].pairs.append((d, t))
+    for g in groups.values():
+        if g.platform != "sim":
+            continue
+        newest: dict[Any, tuple[int, int]] = {}
+        for d, t in g.pairs:  # oldest first: a later pair of the same seed replaces an earlier one
+            seed = by_id.loc[t, "seed"]
+            if not pd.isna(seed) and int(seed) in newest:
+                g.replicates.append(newest[int(seed)])
+            newest[None if pd.isna(seed) else int(seed)] = (d, t)
+        g.pairs = [p for p in g.pairs if p not in g.replicates]
     return sorted(groups.values(), key=lambda g: (g.backend, g.workload, g.platform, g.duration or 0.0))
 
 

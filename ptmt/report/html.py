@@ -69,6 +69,10 @@ def render_html(report: Report) -> str:
     for gr in report.groups:
         g = gr.group
         parts.append(f"<h2>{_e(g.backend)} / {_e(g.workload)} ({_e(g.platform)})</h2>")
+        if g.replicates:
+            runs = ", ".join(f"{d}/{t}" for d, t in g.replicates)
+            parts.append(f"<p class=note>left out as replicates of a newer pair with the same seed "
+                         f"(default/tuned runs): {_e(runs)}</p>")
         parts.append(_table(["pair", "seed", "default run", "tuned run", "default", "tuned", "improvement"],
                             [[i + 1, p["seed"], p["default_run"], p["tuned_run"], num(p["default_mean"]),
                               num(p["tuned_mean"]), pct(p["improvement"])] for i, p in enumerate(gr.pairs)]))

@@ -33,7 +33,8 @@ class GroupReport:
                 "direction": g.direction, "interval_s": g.interval, "duration_s": g.duration,
                 "comparison": self.comparison.as_dict(), "pairs": self.pairs,
                 "history": [{"run_id": rid, "events": evs} for rid, evs in self.events.items()],
-                "latest_pair": {"default_run": self.latest[0], "tuned_run": self.latest[1]}}
+                "latest_pair": {"default_run": self.latest[0], "tuned_run": self.latest[1]},
+                "replicates_left_out": [{"default_run": d, "tuned_run": t} for d, t in g.replicates]}
 
 
 @dataclass

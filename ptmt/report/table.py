@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
@@ -42,13 +43,17 @@ def num(x: float | None) -> str:
 def comparison_table(report: Report) -> Table:
     units = sorted({f"{g.group.objective_name} ({g.group.objective_unit})" if g.group.objective_unit
                     else g.group.objective_name for g in report.groups})
-    t = Table("backend/workload", "run", "n", "default", "tuned", "improvement", "95% CI", "g", "noise",
-              "verdict", title=f"Tuned vs default, mean objective per run: {', '.join(units)}",
+    fixed = {"no_wrap": True, "justify": "right"}
+    t = Table(Column("backend/workload", overflow="fold", min_width=16), Column("n", **fixed),
+              Column("default", **fixed), Column("tuned", **fixed), Column("gain", **fixed),
+              Column("95% CI", no_wrap=True), Column("g", **fixed), Column("noise", **fixed),
+              Column("verdict", overflow="fold", min_width=7), box=box.SIMPLE_HEAD, collapse_padding=True,
+              pad_edge=False, title=f"Tuned vs default, mean objective per run: {', '.join(units)}",
               title_justify="left")
     for gr in report.groups:
         g, c = gr.group, gr.comparison
-        run = ("" if g.platform == "sim" else f"{g.platform} ") + ("-" if g.duration is None else f"{g.duration:g}s")
-        t.add_row(f"{g.backend}/{g.workload}", run, str(c.n), num(c.default_mean), num(c.tuned_mean),
+        run = ("" if g.platform == "sim" else f"{g.platform} ") + ("" if g.duration is None else f"{g.duration:g}s")
+        t.add_row(f"{g.backend}/{g.workload} {run}".strip(), str(c.n), num(c.default_mean), num(c.tuned_mean),
                   pct(c.improvement), ci_text(c), "-" if c.effect_size is None else f"{c.effect_size:+.2f}",
                   pct(c.noise_floor, signed=False), Text(c.verdict, style=_STYLE.get(c.verdict, "")))
     return t
@@ -119,6 +124,9 @@ def print_report(report: Report, console: Console) -> None:
     for gr in report.groups:
         if gr.comparison.note:
             console.print(f"{gr.group.key}: {gr.comparison.note}", markup=False)
+        if gr.group.replicates:
+            console.print(f"{gr.group.key}: {len(gr.group.replicates)} older pair(s) repeat a seed of a newer one "
+                          "(replicates on the simulated machine, left out of the statistics)", markup=False)
     if report.unpaired:
         console.print(f"runs without a partner to compare with (not in the table): "
                       f"{', '.join(map(str, report.unpaired))}", markup=False)
@@ -130,5 +138,5 @@ def print_report(report: Report, console: Console) -> None:
     runs, envs = provenance_tables(report)
     console.print(runs)
     console.print(envs)
-    console.print("improvement: mean over pairs of tuned/default - 1; CI: bootstrap over pairs; "
-                  "effect: Hedges' g; noise floor: run-to-run CV of the default runs", markup=False)
+    console.print("gain: mean over pairs of tuned/default - 1; CI: bootstrap over pairs; g: Hedges' g; "
+                  "noise: run-to-run CV of the default runs (docs/report.md)", markup=False)

@@ -103,3 +103,45 @@ def test_hosts_frame_gives_each_runs_host(ab_db: str) -> None:
     h = hosts.set_index("host_id").loc[int(runs["host_id"].iloc[0])]
     assert h["platform"] == "sim" and isinstance(h["topology"], dict) and h["topology"]["fast"]["capacity_gb"] > 0
     assert runs["kernel"].iloc[0] == h["kernel"]
+
+
+def test_same_seed_sim_pairs_count_once(tmp_path: Path) -> None:
+    """Rerunning `ptmt tune --db` with the same seed repeats the same simulation: not a new sample."""
+    url = f"sqlite:///{tmp_path / 'r.db'}"
+    cat = load_catalog("autonuma")
+    probe = SimSetup(workload="gups").host(tmp_path / "m", "autonuma")
+    for seed, (d, t) in ((0, (100.0, 150.0)), (1, (100.0, 104.0)), (0, (100.0, 105.0))):
+        for mode, value in (("tune", t), ("default", d)):
+            rec = open_recorder(url, cat, probe, platform="sim", mode=mode, workload="gups",
+                                settings={"interval": 10.0, "duration": 30.0}, seed=seed)
+            record_static_run(rec, [value] * 3, 10.0, cat.defaults())
+    with open_storage(url, create=False) as s:
+        rep = build_report(s, sensitivity=False)
+    [gr] = rep.groups
+    assert gr.group.pairs == [(4, 3), (6, 5)] and gr.group.replicates == [(2, 1)]
+    assert gr.comparison.n == 2 and gr.comparison.improvement == pytest.approx(0.045)
+    assert rep.as_dict()["groups"][0]["replicates_left_out"] == [{"default_run": 2, "tuned_run": 1}]
+
+
+def test_sensitivity_comes_from_the_profiling_trials(ab_db: str, tmp_path: Path) -> None:
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from ptmt.cli import app
+
+    copy = tmp_path / "with-trials.db"
+    shutil.copy(ab_db.removeprefix("sqlite:///"), copy)
+    url = f"sqlite:///{copy}"
+    res = CliRunner().invoke(app, ["profile", "--platform", "sim", "--backend", "autonuma", "--workload", "gups",
+                                   "--budget", "10", "--workers", "1", "--duration", "60", "--interval", "10",
+                                   "--db", url, "--no-progress"], env={"PTMT_STATE_DIR": str(tmp_path / "st")})
+    assert res.exit_code == 0, res.output
+    with open_storage(url, create=False) as s:
+        rep = build_report(s)
+    sens = rep.sensitivity["autonuma/gups"]
+    assert "error" not in sens, sens
+    assert sens["scope"] == "gups" and sens["n_trials"] == 10
+    assert {k["knob"] for k in sens["knobs"]} <= set(load_catalog("autonuma").knobs)
+    with open_storage(ab_db, create=False) as s:  # without trials: says why
+        assert "ptmt profile" in build_report(s).sensitivity["autonuma/gups"]["error"]
