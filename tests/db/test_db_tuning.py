@@ -22,6 +22,7 @@ from ptmt.db.models import Configuration, RunStatus, TuningMode, TuningRun
 from ptmt.db.storage import (
     TUNING_EVENT_COLUMNS,
     TUNING_INTERVAL_COLUMNS,
+    HOST_COLUMNS,
     TUNING_RUN_COLUMNS,
     DatabaseUnavailable,
 )
@@ -345,3 +346,20 @@ def test_offline_sql_of_0002() -> None:
     assert "CREATE TABLE tuning_runs" in pg and "CREATE TABLE trials" not in pg
     assert "ck_tuning_runs_mode CHECK (mode IN ('tune', 'default', 'dry-run'))" in pg
     assert "UNIQUE (run_id, ordinal)" in pg and "JSONB" in pg
+
+
+def test_runs_frame_names_the_host_and_hosts_frame_describes_it(store: Storage) -> None:
+    """What `ptmt report` needs for provenance, on each database backend."""
+    a = _run(store)
+    other = store.register_host("node7", "6.8.0", platform="linux", arch="x86_64",
+                                topology={"nodes": [{"id": 0, "mem_total_kb": 1024}]}, tiers={"0": [0], "1": [1]})
+    b = store.start_tuning_run(store.register_backend("tpp", CATALOG_HASH), other, platform="linux",
+                               objective_name="ipc")
+    runs = store.tuning_runs_frame().set_index("run_id")
+    assert runs.loc[a.id, "kernel"] == HOST["kernel"] and runs.loc[b.id, "kernel"] == "6.8.0"
+    assert runs.loc[b.id, "host_id"] == other.id != runs.loc[a.id, "host_id"]
+    hosts = store.hosts_frame().set_index("host_id")
+    assert list(store.hosts_frame().columns) == HOST_COLUMNS
+    h = hosts.loc[other.id]
+    assert (h["hostname"], h["arch"], h["platform"]) == ("node7", "x86_64", "linux")
+    assert h["topology"] == {"nodes": [{"id": 0, "mem_total_kb": 1024}]} and h["tiers"] == {"0": [0], "1": [1]}
