@@ -269,7 +269,7 @@ class Tuner:
         self.telemetry = Telemetry(self.host)
         self.telemetry.start()
         self._t0 = float(self.host.now())
-        log.info("tuning %s with objective %s, %d knobs (%s), interval %.0f s", self.backend.name,
+        log.info("tuning %s with objective %s, %d knobs (%s), interval %g s", self.backend.name,
                  self.objective.describe(), len(self.space.names), ", ".join(self.space.names), self.s.interval)
 
     def run(self, stop: Callable[[], bool] = lambda: False, keep: bool = False) -> TuneResult:

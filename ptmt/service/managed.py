@@ -77,7 +77,8 @@ class ManagedBackend:
         plan = Plan(plan.backend, [c for c in plan.changes if c.knob.name not in held])
         if self.dry_run:
             for c in plan.changes:
-                line = f"{c.knob.name} {c.before} -> {c.after}"
+                was = "?" if c.before is None else c.knob.format(c.before)  # as the kernel spells it
+                line = f"{c.knob.name} {was} -> {c.knob.format(c.after)}"
                 self.advice.append(line)
                 log.info("advice (dry run, not written): would set %s", line)
                 self.shadow[c.knob.name] = c.after

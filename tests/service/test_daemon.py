@@ -46,6 +46,7 @@ def test_dry_run_writes_nothing_and_logs_the_advice(make_service, host_tree, hel
     assert not Journal(host_tree["state"]).path.exists()
     lines = [r.getMessage() for r in tune_log.records]
     assert "advice (dry run, not written): would set numa_balancing 1 -> 2" in lines
+    assert "advice (dry run, not written): would set demotion_enabled 0 -> 1" in lines
     assert "advice (dry run, not written): would set numa_balancing_promote_rate_limit_MBps 65536 -> 256" in lines
     assert result.changes >= 1  # the tuner decided as if its changes were made
 
