@@ -86,8 +86,9 @@ def knob_plot(report: Report, gr: GroupReport) -> bytes | None:
         ax.grid(alpha=0.3)
     axes[-1, 0].set_xlabel("time (s)")
     handles = [plt.Line2D([], [], marker=m, color=c, ls="none", label=k) for k, (m, c) in _MARKERS.items()]
-    axes[0, 0].legend(handles=handles, loc="upper right", fontsize=7, ncol=len(handles))
-    axes[0, 0].set_title(f"{gr.group.backend} / {gr.group.workload}: knob values of tuned run {t}")
+    axes[0, 0].legend(handles=handles, loc="lower center", bbox_to_anchor=(0.5, 1.0), fontsize=7,
+                      ncol=len(handles), frameon=False)
+    axes[0, 0].set_title(f"{gr.group.backend} / {gr.group.workload}: knob values of tuned run {t}", pad=18)
     return _png(fig)
 
 
