@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ptmt.report.data import Group, RunSet, load_runs, run_history
+from ptmt.report.data import Group, ReportError, RunSet, load_runs, run_history
 from ptmt.report.stats import Comparison, compare
 
 #: Event kinds that move a knob or judge a move (the rest: phase changes and errors).
@@ -157,7 +157,10 @@ def build_report(storage: Any, backend: str | None = None, workload: str | None 
     by_id = runset.runs.set_index("run_id")
     for g in runset.groups:
         default, tuned = runset.means(g)
-        comparison = compare(default, tuned, direction=g.direction, seed=seed)
+        try:
+            comparison = compare(default, tuned, direction=g.direction, seed=seed)
+        except ValueError as exc:  # e.g. an objective that is not positive: no ratio to speak of
+            raise ReportError(f"{g.key} (runs {', '.join(f'{d}/{t}' for d, t in g.pairs)}): {exc}") from None
         pairs = []
         for (d, t), dm, tm in zip(g.pairs, default, tuned, strict=True):
             seed_value = by_id.loc[t, "seed"]

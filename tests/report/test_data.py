@@ -145,3 +145,15 @@ def test_sensitivity_comes_from_the_profiling_trials(ab_db: str, tmp_path: Path)
     assert {k["knob"] for k in sens["knobs"]} <= set(load_catalog("autonuma").knobs)
     with open_storage(ab_db, create=False) as s:  # without trials: says why
         assert "ptmt profile" in build_report(s).sensitivity["autonuma/gups"]["error"]
+
+
+def test_a_non_positive_objective_is_a_clear_error(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path / 'neg.db'}"
+    cat = load_catalog("autonuma")
+    probe = SimSetup(workload="gups").host(tmp_path / "m", "autonuma")
+    for mode, value in (("tune", 5.0), ("default", -1.0)):
+        rec = open_recorder(url, cat, probe, platform="sim", mode=mode, workload="gups",
+                            settings={"interval": 10.0, "duration": 30.0}, seed=0)
+        record_static_run(rec, [value] * 3, 10.0, cat.defaults())
+    with open_storage(url, create=False) as s, pytest.raises(ReportError, match=r"autonuma/gups.*positive"):
+        build_report(s, sensitivity=False)
