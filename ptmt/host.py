@@ -88,3 +88,14 @@ def default_state_dir(platform: Platform) -> Path:
         return Path("/var/lib/ptmt")
     base = Path(os.environ.get("XDG_STATE_HOME") or Path.home() / ".local" / "state")
     return base / "ptmt" / "sim"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether process *pid* exists (one we may not signal exists too): a dead owner's lease is stale."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

@@ -35,7 +35,7 @@ from ptmt.catalog import Catalog, load_catalog
 from ptmt.db import open_storage
 from ptmt.db.storage import Storage, worker_id
 from ptmt.errors import PtmtError
-from ptmt.host import Host, default_state_dir
+from ptmt.host import Host, default_state_dir, pid_alive
 from ptmt.journal import Journal
 from ptmt.offline.sampling import STRATEGIES, plan_configurations
 from ptmt.offline.trial import (
@@ -293,23 +293,13 @@ class Heartbeat:
             self._last = now
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def recover(db: Storage, study_id: int) -> int:
     """Make the study's unfinished trials runnable again: interrupted ones, and running ones whose
     worker was a process of this machine that no longer exists (a crash, SIGKILL)."""
     me = socket.gethostname()
     for t in db.trials(study_id, status="running"):
         name, _, pid = (t.worker or "").rpartition(":")
-        if name == me and pid.isdigit() and not _pid_alive(int(pid)):
+        if name == me and pid.isdigit() and not pid_alive(int(pid)):
             db.interrupt_trial(t.id, f"worker {t.worker} is gone")
     return db.requeue(study_id)
 

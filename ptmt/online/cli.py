@@ -171,15 +171,14 @@ def _agent(backend: str, catalog: Any, model: Path | None, search: bool, catalog
 
 def _recorder(db: str, catalog: Any, host: Any, *, platform: str, source: Any, mode: str, workload: str | None,
               settings: dict[str, Any], seed: int | None, label: str | None) -> Any:
-    from ptmt.online.recording import DbRecorder
-    from ptmt.sysinfo import host_identity
+    """A started recorder; the settings carry the objective's direction, so a report compares the right way."""
+    from ptmt.online.recording import open_recorder
 
-    rec = DbRecorder(db, backend=catalog.name, catalog_hash=catalog.hash, catalog=catalog.data,
-                     host=host_identity(host), platform=platform, objective_name=getattr(source, "name", "sim"),
-                     objective_unit=getattr(source, "unit", "ops/s"), mode=mode, workload=workload,
-                     settings=settings, seed=seed, label=label)
-    rec.start()
-    return rec
+    direction = getattr(source, "direction", "max")
+    return open_recorder(db, catalog, host, platform=platform, mode=mode,
+                         objective_name=getattr(source, "name", "sim"), objective_unit=getattr(source, "unit", "ops/s"),
+                         workload=workload, settings={**settings, "objective_direction": direction}, seed=seed,
+                         label=label)
 
 
 def _tune_sim(backend: str, catalog: Any, space: Any, *, workload: str, machine: str | None, fast_gb: float | None,
@@ -216,11 +215,9 @@ def _tune_sim(backend: str, catalog: Any, space: Any, *, workload: str, machine:
     if rec is not None:
         summary = {k: v for k, v in report.as_dict().items() if k not in ("events", "intervals")}
         rec.close("finished", report.result.final_config, summary)
-        defaults = space.defaults()
-        for n, v in enumerate(report.default_series):
-            default_rec.interval({"seq": n + 1, "t_s": (n + 1) * interval, "objective": v, "baseline": None,
-                                  "config": defaults, "phase": 0, "fingerprint": None, "counters": None})
-        default_rec.close("finished", defaults, {"mean_objective": report.default_objective})
+        from ptmt.online.recording import record_static_run
+
+        record_static_run(default_rec, report.default_series, interval, space.defaults())
     if json_out:
         d = report.as_dict()
         if rec is not None:

@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ptmt.host import pid_alive
+
 PREFIX = "tune-"
 
 
@@ -34,16 +36,6 @@ def write_state(state_dir: Path, backend: str, doc: dict[str, Any]) -> Path:
     return path
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_states(state_dir: Path) -> list[dict[str, Any]]:
     """Every state file in *state_dir*; a daemon that says it runs but whose pid is gone is ``crashed``."""
     out = []
@@ -53,7 +45,7 @@ def read_states(state_dir: Path) -> list[dict[str, Any]]:
         except (OSError, json.JSONDecodeError):
             continue
         doc["state_file"] = str(path)
-        if doc.get("running") and not _alive(int(doc.get("pid", 0))):
+        if doc.get("running") and not pid_alive(int(doc.get("pid", 0))):
             doc["running"], doc["status"] = False, "crashed"
         out.append(doc)
     return out

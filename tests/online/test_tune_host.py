@@ -99,6 +99,7 @@ def test_cli_records_the_run_and_reports_json(machine: dict) -> None:
         assert runs["token"].tolist() == [d["run_token"]]
         run = runs.iloc[0]
         assert (run["status"], run["platform"], run["label"], run["objective_unit"]) == ("finished", "linux", "ci", "ops/s")
+        assert run["settings"]["objective_direction"] == "max"  # ptmt report compares with it
         intervals = db.tuning_intervals_frame(d["run_token"])
         assert len(intervals) == d["intervals"]
         assert BEST in set(intervals["knob.numa_balancing_promote_rate_limit_MBps"])
