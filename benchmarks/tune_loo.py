@@ -1,7 +1,7 @@
 """Online tuning with leave-one-workload-out advice, every backend x every built-in workload.
 
     python benchmarks/tune_loo.py [--backends autonuma,tpp] [--workloads gups,btree] [--budget 16]
-                                  [--trial-duration 180] [--duration 1800] [--agent shipped|none] [--db-dir DIR]
+                                  [--trial-duration 180] [--duration 1800] [--agent shipped|none|FILE] [--db-dir DIR]
 
 For each backend: sweep the suite once (``ptmt.offline.suite_db``; reused when --db-dir already
 holds it), then for each workload W fit the query model without W's trials and tune W for
@@ -41,9 +41,12 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=16, help="Sobol configurations per workload in the sweep")
     ap.add_argument("--trial-duration", type=float, default=180.0, help="simulated seconds per sweep trial")
     ap.add_argument("--duration", type=float, default=1800.0, help="simulated seconds of each tuning run")
-    ap.add_argument("--agent", choices=["shipped", "none"], default="shipped")
+    ap.add_argument("--agent", default="shipped",
+                    help="shipped (the backend's shipped agent, if any), none (coordinate search) or an agent file")
     ap.add_argument("--db-dir", type=Path, default=None, help="keep (and reuse) the suite databases here")
     args = ap.parse_args()
+    if args.agent not in ("shipped", "none") and not Path(args.agent).is_file():
+        ap.error(f"--agent {args.agent}: no such agent file (or use shipped / none)")
     workloads = args.workloads.split(",") if args.workloads else builtin_names("workloads")
     db_dir = args.db_dir or Path(tempfile.mkdtemp(prefix="ptmt-loo-"))
     db_dir.mkdir(parents=True, exist_ok=True)
@@ -56,14 +59,14 @@ def main() -> None:
         build_suite_database(backend, url, budget=args.budget, duration=args.trial_duration)
         table = suite_table(url, backend)
         sweep_s = time.perf_counter() - t0
-        path = shipped_agent_path(backend)
-        agent = load_agent(path) if args.agent == "shipped" and path.is_file() else None
+        path = shipped_agent_path(backend) if args.agent == "shipped" else Path(args.agent)
+        agent = load_agent(path) if args.agent != "none" and path.is_file() else None
         for w in workloads:
             report = tune_sim(backend, SimSetup(workload=w), duration=args.duration, interval=10,
                               query_model=leave_one_out(table, backend, w), agent=agent)
             head = sweep_headroom(table, w)
             print(f"{backend:<10}{w:<21}{'-' if head is None else f'{head:+.1%}':>15}{report.improvement:>+18.1%}"
-                  f"{report.result.changes:>9}{report.result.reverts:>9}  {'shipped' if agent else 'none'}",
+                  f"{report.result.changes:>9}{report.result.reverts:>9}  {path.name if agent else 'none'}",
                   flush=True)
         print(f"{backend}: suite sweep {sweep_s:.0f} s ({len(table)} trials)")
     print(f"total {time.perf_counter() - t_all:.0f} s")
