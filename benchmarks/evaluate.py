@@ -1,0 +1,169 @@
+"""Evaluation suite: PTMT vs baselines and the static oracle, every backend x workload, same budget.
+
+    python benchmarks/evaluate.py [--backends autonuma,upm] [--workloads gups,btree] [--methods ...]
+        [--seeds 0,1] [--duration 1800] [--interval 10] [--oracle-knobs 3] [--workers 2]
+        [--cache-dir DIR] [--markdown docs/results.md] [--json results.json]
+
+Per backend the suite is swept once (``ptmt.offline.suite_db``, cached in --cache-dir); PTMT's query
+model for workload W is fitted without W's trials (leave-one-workload-out). Every method runs on
+the same seed for the same simulated time and is compared with that seed's default run. See
+``ptmt.evaluation.suite`` for the oracle grid and the metrics, docs/results.md for a measured table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing as mp
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ptmt.evaluation import suite as ev
+from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_table
+from ptmt.online.agent import load_agent, shipped_agent_path
+from ptmt.online.simrun import SimSetup, run_static
+from ptmt.report.stats import compare
+from ptmt.sim.specs import builtin_names
+
+_CTX: dict[str, Any] = {}
+
+
+def _job(job: tuple[str, str, int]) -> dict[str, Any]:
+    backend, workload, seed = job
+    a = _CTX["args"]
+    table, grid = _CTX["tables"][backend], _CTX["grids"][backend]
+    setup = SimSetup(workload=workload, seed=seed)
+    default = run_static(backend, setup, a.duration, a.interval)
+    out: dict[str, Any] = {"backend": backend, "workload": workload, "seed": seed, "methods": {}}
+    series: dict[str, list[float]] = {"default": default}
+    path = shipped_agent_path(backend)
+    agent = load_agent(path) if path.is_file() else None
+    out["agent"] = "shipped" if agent else "coordinate search"
+    qm = leave_one_out(table, backend, workload)
+    for m in a.methods:
+        if m in ("default", "oracle", "phase_oracle"):
+            continue
+        series[m] = ev.run_method(m, backend, setup, duration=a.duration, interval=a.interval,
+                                  query_model=qm, agent=agent)
+    if "oracle" in a.methods or "phase_oracle" in a.methods:
+        runs = ev.sweep_oracle(backend, setup, grid, duration=a.duration, interval=a.interval,
+                               cache=a.cache_dir)
+        best = ev.best_static(runs)
+        series["oracle"] = best["series"]
+        out["oracle_config"] = best["config"]
+        out["oracle_grid_size"] = len(runs)
+        segs = ev.phase_segments(workload, len(default), a.interval)
+        if len(segs) > 1 and "phase_oracle" in a.methods:
+            series["phase_oracle"] = ev.per_phase_oracle(runs, segs)
+        out["static_best_of_grid"] = max(ev.improvement(r["series"], default) for r in runs)
+    for m, s in series.items():
+        out["methods"][m] = {"improvement": ev.improvement(s, default), "mean": float(np.mean(s)),
+                             "intervals_to_90": ev.intervals_to_90(s, default)}
+    out["default_mean"] = float(np.mean(default))
+    if "oracle" in series:
+        out["noise_threshold"] = ev.noise_threshold(default, series["oracle"])
+    return out
+
+
+def aggregate(results: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    """One row per (backend, workload, method), mean over seeds, CI across seeds (ptmt.report.stats)."""
+    rows = []
+    keys = sorted({(r["backend"], r["workload"]) for r in results})
+    for b, w in keys:
+        rs = [r for r in results if r["backend"] == b and r["workload"] == w]
+        o = [r["methods"]["oracle"]["improvement"] for r in rs if "oracle" in r["methods"]]
+        o_imp = float(np.mean(o)) if o else None
+        thr = float(np.mean([r["noise_threshold"] for r in rs if "noise_threshold" in r])) if o else None
+        for m in methods:
+            have = [r for r in rs if m in r["methods"]]
+            if not have:
+                continue
+            imp = float(np.mean([r["methods"][m]["improvement"] for r in have]))
+            ci = None
+            if len(have) > 1:
+                c = compare([r["default_mean"] for r in have], [r["methods"][m]["mean"] for r in have])
+                ci = [c.ci_low, c.ci_high]
+            t90 = [r["methods"][m]["intervals_to_90"] for r in have]
+            t90 = [t for t in t90 if t is not None]
+            rows.append({"backend": b, "workload": w, "method": m, "improvement": imp, "ci95": ci,
+                         "seeds": len(have),
+                         "headroom_fraction": ev.headroom_fraction(imp, o_imp, thr) if o_imp is not None else None,
+                         "intervals_to_90": float(np.median(t90)) if t90 else None,
+                         "agent": have[0]["agent"]})
+    return rows
+
+
+def markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
+    def cell(r: dict[str, Any] | None) -> str:
+        if r is None:
+            return "-"
+        s = f"{r['improvement']:+.1%}"
+        if r["headroom_fraction"] is not None and r["method"] not in ("default", "oracle"):
+            s += f" ({r['headroom_fraction']:.0%})"
+        if r["intervals_to_90"] is not None and r["method"] not in ("default", "oracle", "phase_oracle"):
+            s += f" t90={r['intervals_to_90']:.0f}"
+        return s
+    head = "| backend | workload | " + " | ".join(methods) + " |\n|" + "---|" * (len(methods) + 2) + "\n"
+    lines = []
+    for b, w in sorted({(r["backend"], r["workload"]) for r in rows}):
+        by = {r["method"]: r for r in rows if r["backend"] == b and r["workload"] == w}
+        lines.append(f"| {b} | {w} | " + " | ".join(cell(by.get(m)) for m in methods) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backends", default="autonuma,tpp,colloid,upm")
+    ap.add_argument("--workloads", default=None)
+    ap.add_argument("--methods", default=",".join(ev.METHODS))
+    ap.add_argument("--seeds", default="0")
+    ap.add_argument("--duration", type=float, default=1800.0)
+    ap.add_argument("--interval", type=float, default=10.0)
+    ap.add_argument("--budget", type=int, default=16, help="Sobol configurations per workload, suite sweep")
+    ap.add_argument("--trial-duration", type=float, default=180.0)
+    ap.add_argument("--oracle-knobs", type=int, default=3, help="full factorial over this many top knobs")
+    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--cache-dir", type=Path, default=Path(".ptmt-eval-cache"))
+    ap.add_argument("--markdown", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    a = ap.parse_args()
+    a.methods = a.methods.split(",")
+    bad = set(a.methods) - set(ev.METHODS)
+    if bad:
+        sys.exit(f"unknown methods: {', '.join(sorted(bad))} (have {', '.join(ev.METHODS)})")
+    a.cache_dir.mkdir(parents=True, exist_ok=True)
+    workloads = a.workloads.split(",") if a.workloads else builtin_names("workloads")
+    backends = a.backends.split(",")
+    t0 = time.perf_counter()
+    tables, grids = {}, {}
+    for b in backends:
+        url = f"sqlite:///{a.cache_dir / f'{b}-{a.budget}-{int(a.trial_duration)}.db'}"
+        build_suite_database(b, url, budget=a.budget, duration=a.trial_duration, workers=max(1, a.workers))
+        tables[b] = suite_table(url, b)
+        grids[b] = ev.oracle_grid(b, ev.ranked_knobs(tables[b], b), a.oracle_knobs, ev.sweep_best_configs(tables[b]))
+        print(f"{b}: suite {len(tables[b])} trials, oracle grid {len(grids[b])} configurations", flush=True)
+    _CTX.update(args=a, tables=tables, grids=grids)
+    jobs = [(b, w, int(s)) for b in backends for w in workloads for s in a.seeds.split(",")]
+    if a.workers > 1:
+        with mp.get_context("fork").Pool(a.workers) as pool:
+            results = list(pool.imap_unordered(_job, jobs))
+    else:
+        results = [_job(j) for j in jobs]
+    rows = aggregate(results, a.methods)
+    wall = time.perf_counter() - t0
+    table = markdown(rows, a.methods)
+    print(table)
+    print(f"wall time {wall:.0f} s")
+    if a.json:
+        a.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "wall_s": wall,
+                                      "rows": rows, "runs": results}, indent=1, default=str))
+    if a.markdown:
+        a.markdown.write_text(table + f"\nwall time {wall:.0f} s\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,107 @@
+"""The evaluation suite's oracle, metrics and online baselines, with tiny settings."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from ptmt.catalog import load_catalog
+from ptmt.evaluation import suite as ev
+from ptmt.evaluation.search import TPEProposer, random_proposer, run_search
+from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_table
+from ptmt.online.knobspace import KnobSpace
+from ptmt.online.simrun import SimSetup, run_static
+
+BACKEND = "upm"
+
+
+@pytest.fixture(scope="module")
+def table(tmp_path_factory):
+    url = f"sqlite:///{tmp_path_factory.mktemp('suite') / 'upm.db'}"
+    build_suite_database(BACKEND, url, ["gups", "btree", "stream"], budget=4, duration=60, workers=1)
+    return suite_table(url, BACKEND)
+
+
+def test_oracle_at_least_every_static_config_it_swept(tmp_path):
+    space = KnobSpace(load_catalog(BACKEND))
+    grid = ev.oracle_grid(BACKEND, space.names, 1)
+    assert len(grid) == len(space.ladders[0].values)
+    setup = SimSetup(workload="gups")
+    runs = ev.sweep_oracle(BACKEND, setup, grid, duration=300, interval=10, cache=tmp_path)
+    best = ev.best_static(runs)
+    assert all(np.mean(best["series"]) >= np.mean(r["series"]) for r in runs)
+    default = run_static(BACKEND, setup, 300, 10)
+    assert ev.improvement(best["series"], default) >= ev.improvement(runs[0]["series"], default) - 1e-12
+    # cached: a second sweep reads the same numbers back
+    again = ev.sweep_oracle(BACKEND, setup, grid, duration=300, interval=10, cache=tmp_path)
+    assert [r["series"] for r in again] == [r["series"] for r in runs]
+    assert len(list(tmp_path.glob("oracle-*.json"))) == 1
+
+
+def test_grid_is_legal_and_on_ladders():
+    for backend in ("autonuma", "tpp"):
+        space = KnobSpace(load_catalog(backend))
+        grid = ev.oracle_grid(backend, space.names, 2)
+        assert grid and all(space.legal(c) for c in grid)
+        varied = {n for c in grid for n, v in c.items() if v != space.defaults()[n]}
+        assert varied <= set(space.names[:2])
+
+
+def test_headroom_fraction_and_t90():
+    assert ev.headroom_fraction(0.05, 0.10, 0.01) == pytest.approx(0.5)
+    assert ev.headroom_fraction(0.05, 0.005, 0.01) is None
+    assert ev.headroom_fraction(-0.02, 0.2, 0.01) == pytest.approx(-0.1)
+    default = [100.0] * 40
+    ramp = [100.0] * 10 + [110.0] * 30
+    assert ev.intervals_to_90(ramp, default) == 15  # first full 5-interval window at +10%
+    assert ev.intervals_to_90(default, default) is None
+    thr = ev.noise_threshold(default, [100.0 + (i % 2) * 20 for i in range(40)])
+    assert thr > ev.MIN_HEADROOM
+
+
+def test_phase_segments_and_per_phase_oracle():
+    segs = ev.phase_segments("ycsb-shift", 30, 10)
+    assert segs[0] == (0, 12) and segs[-1][1] == 30 and len(segs) == 3
+    assert ev.phase_segments("gups-growth", 180, 10) == [(0, 12), (12, 36), (36, 180)]
+    assert ev.phase_segments("gups", 30, 10) == [(0, 30)]
+    runs = [{"config": {"a": 1}, "series": [1.0, 1.0, 3.0, 3.0]},
+            {"config": {"a": 2}, "series": [2.0, 2.0, 1.0, 1.0]}]
+    per = ev.per_phase_oracle(runs, [(0, 2), (2, 4)])
+    assert per == [2.0, 2.0, 3.0, 3.0]
+    assert np.mean(per) >= max(np.mean(r["series"]) for r in runs)
+
+
+@pytest.mark.parametrize("backend", ["autonuma", "tpp"])
+def test_random_and_tpe_stay_on_ladders_and_legal(backend):
+    space = KnobSpace(load_catalog(backend))
+    for propose in (random_proposer(space, 1), TPEProposer(space, 1)):
+        for _ in range(25):
+            cfg = propose([])
+            assert space.legal(cfg)
+            assert all(cfg[lad.name] in lad.values for lad in space.ladders)
+            if isinstance(propose, TPEProposer):
+                propose.tell(1.0)
+
+
+def test_search_run_keeps_best_measured_block():
+    run = run_search(BACKEND, SimSetup(workload="gups"), "random", duration=300, interval=10, block=5)
+    assert len(run.series) == 30 and len(run.configs) == 30
+    best_score = max(s for _, s in run.tried)
+    assert dict(run.best) == next(c for c, s in run.tried if s == best_score)
+    assert run.configs[-1] == run.best  # exploit the best from the end of exploration on
+
+
+def test_leave_one_out_excludes_evaluated_workload(table):
+    model = leave_one_out(table, BACKEND, "gups")
+    assert "gups" not in model.workload_names
+    assert set(model.workload_names) == set(table["workload"]) - {"gups"}
+    assert model.meta["left_out"] == "gups"
+
+def test_suite_method_runs_and_ranks_knobs(table):
+    ranked = ev.ranked_knobs(table, BACKEND)
+    assert set(ranked) == set(KnobSpace(load_catalog(BACKEND)).names)
+    best = ev.sweep_best_configs(table)
+    assert len(best) == table["workload"].nunique()
+    s = ev.run_method("db_only", BACKEND, SimSetup(workload="gups"), duration=300, interval=10,
+                      query_model=leave_one_out(table, BACKEND, "gups"))
+    assert len(s) == 30 and all(v > 0 for v in s)
