@@ -1,5 +1,6 @@
 """The tuning service against the real kernel (issue 7): SIGTERM in the middle of a trial puts every
-knob back. One guest boot runs guest_service_checks.py."""
+knob back; after SIGKILL in the middle of a trial, `ptmt restore` (the boot unit's command) does.
+One guest boot runs guest_service_checks.py."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ RATE = "/proc/sys/kernel/numa_balancing_promote_rate_limit_MBps"
 def guest(tiervm, guest_python, repo_root, tmp_path_factory):
     out = tmp_path_factory.mktemp("service")
     res = tiervm.run([guest_python, str(GUEST_SCRIPT), str(out / "result.json")],
-                     cwd=str(repo_root), outdir=out, timeout=500)
+                     cwd=str(repo_root), outdir=out, timeout=800)
     assert res.ok, res.describe()
     return res.json()
 
@@ -29,3 +30,13 @@ def test_sigterm_mid_tuning_restores_the_real_kernels_knobs(guest):
     assert "stopped by SIGTERM: every original knob value is restored" in guest["stderr"]
     assert guest["after"] == guest["before"]
     assert not guest["journal_left"]
+
+
+def test_sigkill_mid_tuning_then_ptmt_restore_puts_the_real_kernels_knobs_back(guest):
+    k = guest["kill"]
+    assert k["during"] is not None and k["killed_running"], k  # killed while a trial was in the kernel
+    assert k["after_kill"][RATE] != k["before"][RATE]  # SIGKILL ran nothing: the trial's value stayed
+    assert k["journal_after_kill"]
+    assert k["restore_rc"] == 0, k["restore_err"]
+    assert k["after_restore"] == k["before"]
+    assert not k["journal_left"]
