@@ -446,6 +446,8 @@ class Tuner:
             return
         candidates: list[tuple[int, float]] = []
         legal = self.space.legal_moves(self.config)
+        if self.s.coarse_search and self._try_far_end():
+            return
         if self.agent is not None and self.s.use_agent:
             obs = observation.observe(sample, positions=self.space.positions(self.config), objective=value,
                                       previous=self.previous, baseline=self.baseline,
@@ -457,8 +459,6 @@ class Tuner:
             candidates = [(a, p) for a, p in ranked if a != 0]
             source = "agent"
         else:
-            if self.s.coarse_search and self._try_far_end():
-                return
             n = self.space.n_actions - 1  # coordinate search: every knob down/up in turn
             order = [1 + (self._fallback_cursor + i) % n for i in range(n)]
             candidates = [(a, float("nan")) for a in order if legal[a]]
