@@ -62,7 +62,8 @@ class Engine:
                 "or a smaller footprint")
         self.mem = Memory(machine, max_frames)
         self.access = AccessModel(max_frames, self.rng, workload.layout)
-        self.numa = NumaBalancing()
+        # one hint fault per frame (a 4 KiB page, or a THP as one folio), taken on the workload's threads
+        self.numa = NumaBalancing(fault_service_s=machine.hint_fault_us * 1e-6 / min(workload.threads, machine.cpus))
         self.kswapd = Kswapd()
         self.colloid = Colloid()
         self.upm = UpmDaemon(UpmState(), max_frames)
@@ -154,7 +155,7 @@ class Engine:
             cost += updated * (C.SCAN_COST_PER_PMD_S if mem.ppf > 1 else C.SCAN_COST_PER_PTE_S * mem.ppf)
             allow = not knobs.colloid or self.colloid.mode == "promote"
             fr = self.numa.faults(mem, knobs, wm, t1, tpp, allow)
-            cost += fr.faults * C.HINT_FAULT_COST_S
+            cost += fr.faults * m.hint_fault_us * 1e-6
             approve = fr.promote
             if knobs.colloid:
                 approve = self.colloid.cap_promotions(knobs, approve, self.p, dt)

@@ -47,6 +47,10 @@ class MachineSpec:
     frame_kb: int = 2048  #: simulation granularity: 2 MiB (THP) by default, 4 KiB for small footprints
     cpus: int = 16  #: CPUs on the fast node (the slow node has none)
     cpu_ghz: float = 2.4
+    #: thread time of one NUMA hint fault (trap, task_numa_fault, PTE fix-up), per frame: a 4 KiB page,
+    #: or a THP, which faults once as one folio. Threads take their faults one after another, so this
+    #: also sets how fast a freshly scanned window faults back (NumaBalancing.fault_service_s)
+    hint_fault_us: float = C.HINT_FAULT_COST_S * 1e6
     description: str = ""
 
     @property
