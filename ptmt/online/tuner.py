@@ -234,6 +234,19 @@ class Tuner:
             reason += f"; its original value {entry.original} is dropped from the journal and not restored on exit"
         self._event(kind, reason, name, old, "(gone)" if value is None else value)
 
+    def release_activation(self, name: str, expected: Value, live: Value, reason: str) -> None:
+        """An administrator changed one of the backend's activation settings (``numa_balancing``, say)
+        after ptmt switched the backend on: leave it as they set it and drop its original from the
+        journal, so that the exit does not restore over it. Tuning goes on with the tunable knobs,
+        which are still ptmt's and still restored on exit."""
+        key = self.backend.entry_for(self.backend.catalog.activation[name], "").key
+        with self.journal.locked():
+            entry = next((e for e in self.journal.entries() if e.key == key), None)
+            self.journal.remove({key})
+        if entry is not None:
+            reason += f"; its original value {entry.original} is dropped from the journal and not restored on exit"
+        self._event("admin", reason, name, expected, live)
+
     def _event(self, kind: str, reason: str, knob: str | None = None, old: Any = None, new: Any = None,
                **details: Any) -> Event:
         ev = Event(self._n, self.seq, self._t(), kind, reason, knob, None if old is None else str(old),

@@ -9,7 +9,9 @@ logs is what it would do. Otherwise it passes writes through and remembers what 
 value with the value ptmt last wrote (or found, if it never wrote it). A difference means an
 administrator changed the knob: ptmt stops managing it, logs what, old and new, drops it from the
 journal so that it is not restored over on exit, and goes on with the others. A knob whose file
-has gone (debugfs unmounted, module unloaded) is released the same way.
+has gone (debugfs unmounted, module unloaded) is released the same way. The backend's activation
+settings (``numa_balancing``, ``demotion_enabled``) are watched too: ptmt writes them once at
+start, and an administrator who changes one afterwards keeps their value on exit.
 """
 
 from __future__ import annotations
@@ -94,6 +96,8 @@ class KnobWatch:
     def __init__(self, tuner: Any, backend: ManagedBackend) -> None:
         self.tuner, self.backend = tuner, backend
         self._unreadable: set[str] = set()
+        #: activation setting -> the value it held once the tuner had started (None: let go)
+        self.activation: dict[str, Value | None] = {}
         backend.before_apply = self.check
         backend.hold = lambda: set(tuner.released)
 
@@ -107,9 +111,32 @@ class KnobWatch:
                 self.backend.expected.setdefault(name, self.backend.inner.read(self.backend.inner.catalog.knobs[name]))
             except (KnobError, ValidationError, ValueError):
                 continue
+        if self.backend.dry_run:
+            return  # advice mode wrote no activation setting: nothing of ptmt's to watch there
+        for name, knob in self.backend.inner.catalog.activation.items():
+            try:
+                self.activation[name] = self.backend.inner.read(knob)
+            except (KnobError, ValidationError, ValueError):
+                continue
+
+    def _check_activation(self) -> None:
+        inner = self.backend.inner
+        for name, expected in list(self.activation.items()):
+            if expected is None:
+                continue
+            try:
+                live = inner.read(inner.catalog.activation[name])
+            except (KnobError, ValidationError, ValueError):
+                continue  # unreadable for now: the tunable knobs' check reports files that vanish
+            if live != expected:
+                self.activation[name] = None
+                self.tuner.release_activation(
+                    name, expected, live, f"{name} changed from {expected} to {live} outside ptmt (an "
+                    "administrator?): leaving it to them")
 
     def check(self) -> None:
         inner = self.backend.inner
+        self._check_activation()
         for name in self.managed():
             knob = inner.catalog.knobs[name]
             try:

@@ -74,6 +74,26 @@ def test_an_admin_write_is_detected_and_respected(make_service, host_tree, helpe
     assert Journal(host_tree["state"]).entries() == []
 
 
+def test_an_admin_switching_the_backend_off_keeps_their_setting_on_exit(make_service, host_tree, helpers,
+                                                                        tune_log) -> None:
+    root = host_tree["root"]
+    before = helpers.knob_files(root)
+    switch = root / "proc/sys/kernel/numa_balancing"
+    admin = lambda: switch.write_text("0\n")  # noqa: E731  (ptmt wrote 2 at start)
+    result = make_service(helpers.Objective(root, {10: admin}), duration=1.2).run()
+    (event,) = [e for e in result.events if e.kind == "admin"]
+    assert event.line() == ("numa_balancing 2 -> 0: numa_balancing changed from 2 to 0 outside ptmt (an "
+                            "administrator?): leaving it to them; its original value 1 is dropped from the "
+                            "journal and not restored on exit")
+    assert event.line() in [r.getMessage() for r in tune_log.records]
+    assert any(e.kind == "explore" and e.seq > event.seq for e in result.events)  # the knobs are still tuned
+    after = helpers.knob_files(root)
+    assert after[str(switch.relative_to(root))] == "0"  # not restored over
+    assert {k: v for k, v in after.items() if not k.endswith("kernel/numa_balancing")} == \
+        {k: v for k, v in before.items() if not k.endswith("kernel/numa_balancing")}  # the rest is restored
+    assert Journal(host_tree["state"]).entries() == []
+
+
 def test_a_knob_that_vanishes_is_let_go(make_service, host_tree, helpers) -> None:
     root = host_tree["root"]
     gone = root / "sys/kernel/debug/sched/numa_balancing/scan_size_mb"
