@@ -101,8 +101,9 @@ def test_tpp_gains_on_an_unseen_workload_and_spares_one_without_headroom(tmp_pat
     # btree moves with no knob except watermark_scale_factor, whose far end costs 30% and lingers:
     # the coarse search must take the database's word for that instead of trying it
     table = suite("tpp", tmp_path)
-    report = tune_unseen(table, "tpp", "ycsb-shift")
+    agent = load_agent(shipped_agent_path("tpp"))
+    report = tune_unseen(table, "tpp", "ycsb-shift", agent=agent)
     assert report.improvement > 0.03, report.as_dict()
-    report = tune_unseen(table, "tpp", "btree")
+    report = tune_unseen(table, "tpp", "btree", agent=agent)
     assert report.improvement > -0.01, report.as_dict()
     assert not any(e.knob == "watermark_scale_factor" and e.new == "1000" for e in report.result.events)
