@@ -20,6 +20,7 @@ import ctypes
 import json
 import mmap
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -143,7 +144,9 @@ def touch(mode: str, mb: int, seconds: float, ready: str | None, go: str | None 
             return
         sys.stdin.buffer.read(1)
     end, passes = time.monotonic() + seconds, 0
-    while time.monotonic() < end:
+    stop: list[int] = []  # SIGUSR1: the scenario has seen enough; finish the pass and report
+    signal.signal(signal.SIGUSR1, lambda *_: stop.append(1))
+    while time.monotonic() < end and not stop:
         if mode == "hot":
             buf[::PAGE] = bytes([passes & 0xFF]) * npages
             passes += 1
@@ -227,7 +230,11 @@ def _settle(seconds: float = 1.0) -> None:
 
 
 def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str],
-             interval: float = 1.0, name: str = "run", telemetry: bool = False) -> dict:
+             interval: float = 1.0, name: str = "run", telemetry: bool = False,
+             until_slow_mb: float | None = None) -> dict:
+    """One run; with ``until_slow_mb`` the hot loop stops as soon as less than that much of the hot
+    set is left on the slow node (``seconds`` is then the most it may take: a guest slowed by a busy
+    host promotes more slowly, and a fixed time would judge the host rather than the kernel)."""
     if not os.path.isdir(NB_DEBUGFS) and os.path.isdir("/sys/kernel/debug"):
         subprocess.run(["mount", "-t", "debugfs", "none", "/sys/kernel/debug"], check=False)
     applied, original = {}, {}
@@ -272,6 +279,7 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
         t0 = time.monotonic()
         result["hot_on_slow_mb_start"] = pages_on_node(hot.pid, 1) * PAGE >> 20
         samples = []
+        stopped_at = None
         while hot.poll() is None:
             time.sleep(interval)
             on_slow = pages_on_node(hot.pid, 1) * PAGE >> 20 if hot.poll() is None else None
@@ -280,6 +288,9 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
                 tel.sample()
             samples.append({"t": round(time.monotonic() - t0, 2), "hot_on_slow_mb": on_slow,
                             **{c: v.get(c, 0) - before.get(c, 0) for c in COUNTERS}})
+            if until_slow_mb is not None and stopped_at is None and on_slow is not None and on_slow < until_slow_mb:
+                stopped_at = samples[-1]["t"]  # this reading is the run's last one with the loop alive
+                hot.send_signal(signal.SIGUSR1)
         assert hot.stdout is not None
         out = hot.stdout.read()
         hot.wait()
@@ -307,8 +318,10 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
         result["samples"] = samples
         # last reading taken while the hot process was still running its loop
         # (a reading in the hot process's last second may catch it unmapping its memory on exit)
+        last = stopped_at if stopped_at is not None else seconds - interval
         alive = [x["hot_on_slow_mb"] for x in samples
-                 if x["hot_on_slow_mb"] is not None and x["t"] <= seconds - interval]
+                 if x["hot_on_slow_mb"] is not None and x["t"] <= last]
+        result["stopped_early_s"] = stopped_at
         result["hot_on_slow_mb_end"] = alive[-1] if alive else None
         result["free_end_mb"] = node_free_mb()
     finally:
@@ -343,6 +356,9 @@ def main(argv: list[str] | None = None) -> int:
                    help="override a default setting (repeatable)")
     s.add_argument("--runs", help="JSON list of {name, settings} run one after the other in this boot")
     s.add_argument("--json", help="write the result(s) here (default: stdout)")
+    s.add_argument("--until-slow-mb", type=float, default=None,
+                   help="stop the hot loop once less than this much of the hot set is on the slow node "
+                        "(--seconds is then the longest it runs)")
     s.add_argument("--telemetry", action="store_true",
                    help="also read the counters through ptmt's telemetry and report both deltas")
     a = ap.parse_args(argv)
@@ -358,7 +374,8 @@ def main(argv: list[str] | None = None) -> int:
         res: object = [scenario(a.cold_mb, a.hot_mb, a.seconds, {**base, **r.get("settings", {})},
                                 a.interval, r.get("name", f"run{i}"), a.telemetry) for i, r in enumerate(runs)]
     else:
-        res = scenario(a.cold_mb, a.hot_mb, a.seconds, base, a.interval, telemetry=a.telemetry)
+        res = scenario(a.cold_mb, a.hot_mb, a.seconds, base, a.interval, telemetry=a.telemetry,
+                       until_slow_mb=a.until_slow_mb)
     text = json.dumps(res, indent=1)
     if a.json:
         Path(a.json).write_text(text + "\n")
