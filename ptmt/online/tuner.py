@@ -226,12 +226,7 @@ class Tuner:
         self.config[name] = kept  # type: ignore[assignment]
         if name in self.guard.best:
             self.guard.best[name] = kept  # type: ignore[assignment]
-        key = self.backend.entry_for(self.backend.catalog.knobs[name], "").key
-        with self.journal.locked():
-            entry = next((e for e in self.journal.entries() if e.key == key), None)
-            self.journal.remove({key})
-        if entry is not None:
-            reason += f"; its original value {entry.original} is dropped from the journal and not restored on exit"
+        reason += self._forget_original(self.backend.catalog.knobs[name])
         self._event(kind, reason, name, old, "(gone)" if value is None else value)
 
     def release_activation(self, name: str, expected: Value, live: Value, reason: str) -> None:
@@ -239,13 +234,18 @@ class Tuner:
         after ptmt switched the backend on: leave it as they set it and drop its original from the
         journal, so that the exit does not restore over it. Tuning goes on with the tunable knobs,
         which are still ptmt's and still restored on exit."""
-        key = self.backend.entry_for(self.backend.catalog.activation[name], "").key
+        reason += self._forget_original(self.backend.catalog.activation[name])
+        self._event("admin", reason, name, expected, live)
+
+    def _forget_original(self, knob: Any) -> str:
+        """Drop *knob*'s original from the journal (nothing restores it on exit); says so for the log."""
+        key = self.backend.entry_for(knob, "").key
         with self.journal.locked():
             entry = next((e for e in self.journal.entries() if e.key == key), None)
             self.journal.remove({key})
-        if entry is not None:
-            reason += f"; its original value {entry.original} is dropped from the journal and not restored on exit"
-        self._event("admin", reason, name, expected, live)
+        if entry is None:
+            return ""
+        return f"; its original value {entry.original} is dropped from the journal and not restored on exit"
 
     def _event(self, kind: str, reason: str, knob: str | None = None, old: Any = None, new: Any = None,
                **details: Any) -> Event:
