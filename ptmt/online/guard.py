@@ -60,6 +60,9 @@ class GuardSettings:
     #: a change must also beat the noise: its gain must exceed this many standard errors of the
     #: difference, estimated from the trial's own readings (0 = the plain accept_margin)
     noise_z: float = 1.0
+    #: trial moves left for the phase once the database's advice has been measured and kept: good
+    #: advice is exploited, not explored away (the coarse pass is skipped too); 0 = stop exploring
+    confirmed_budget: int = 4
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -76,9 +79,8 @@ class GuardSettings:
                 continue
             default = getattr(cls(), key)
             if isinstance(default, int) and not isinstance(default, bool):
-                if not isinstance(raw, int) or isinstance(raw, bool) or raw < (0 if key in ("settle_intervals", "warmup_discard") else 1):
-                    kind = ("a non-negative integer" if key in ("settle_intervals", "warmup_discard")
-                            else "a positive integer")
+                if not isinstance(raw, int) or isinstance(raw, bool) or raw < (0 if key in _MAY_BE_ZERO else 1):
+                    kind = "a non-negative integer" if key in _MAY_BE_ZERO else "a positive integer"
                     errors.append(f"At '{where}.{key}': must be {kind} (got {raw!r})")
                     continue
             else:
@@ -90,6 +92,10 @@ class GuardSettings:
         if errors:
             raise ConfigError("\n".join(errors))
         return cls(**values)
+
+
+#: integer settings for which 0 is meaningful (no settling, nothing discarded, no more trials)
+_MAY_BE_ZERO = ("settle_intervals", "warmup_discard", "confirmed_budget")
 
 
 def config_key(config: Mapping[str, Value]) -> str:

@@ -46,6 +46,9 @@ from ptmt.telemetry import Sample, Telemetry
 
 log = logging.getLogger("ptmt.tune")
 
+#: what a trial of the database's advice is called (in the log, and to recognise it when kept)
+ADVICE = "model advice"
+
 
 class Objective(Protocol):
     unit: str
@@ -160,6 +163,8 @@ class Tuner:
         self._warm_left = self.s.guard.warmup_intervals
         self._fallback_cursor = 0
         self._far_tried: set[tuple[str, int]] = set()
+        #: the database's advice was measured and kept this phase: exploit it (confirmed_budget)
+        self._advice_confirmed = False
         #: knobs no longer managed this run (an administrator set them, or they vanished), with their value
         self.released: dict[str, Value] = {}
         #: called before the originals are restored (the service's last check for an administrator's writes)
@@ -346,8 +351,13 @@ class Tuner:
             if verdict is not None:
                 what, gain = verdict
                 if what == "keep":
-                    self._event("keep", f"kept {trial.what}: {gain:+.1%} over {self.s.guard.evaluate_intervals} "
-                                "intervals", gain=gain)
+                    why = f"kept {trial.what}: {gain:+.1%} over {self.s.guard.evaluate_intervals} intervals"
+                    if trial.what == ADVICE and not self._advice_confirmed:
+                        self._advice_confirmed = True
+                        g.budget = min(g.budget, self.s.guard.confirmed_budget)
+                        why += (f"; the advice is confirmed: no coarse pass this phase, exploration budget "
+                                f"{g.budget}")
+                    self._event("keep", why, gain=gain)
                 else:
                     if g.last_aborted:
                         why = (f"the change measured {gain:+.1%} in one interval (aborted below "
@@ -377,6 +387,7 @@ class Tuner:
     def _begin_phase(self, fp: np.ndarray) -> None:
         """Baseline of the new phase, then the database's advice."""
         self._far_tried = set()
+        self._advice_confirmed = False
         warm = self._warm[self.s.guard.warmup_discard:] or self._warm
         self.baseline = sum(warm) / len(warm) if warm else self.previous
         outlier = False
@@ -410,7 +421,7 @@ class Tuner:
         if cfg == self.config:
             self._event("model", f"already at the advised configuration: {why}")
             return
-        self.guard.start_trial(cfg, self.seq, "model advice")
+        self.guard.start_trial(cfg, self.seq, ADVICE)
         self._change(cfg, "model", why, expected_gain=advice.expected_gain, confidence=advice.confidence,
                      cluster=advice.cluster)
 
@@ -459,7 +470,7 @@ class Tuner:
             return
         candidates: list[tuple[int, float]] = []
         legal = self.space.legal_moves(self.config)
-        if self.s.coarse_search and self._try_far_end():
+        if self.s.coarse_search and not self._advice_confirmed and self._try_far_end():
             return
         if self.agent is not None and self.s.use_agent:
             obs = observation.observe(sample, positions=self.space.positions(self.config), objective=value,

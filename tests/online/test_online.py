@@ -169,6 +169,53 @@ def test_the_baseline_leaves_out_the_start_up_transient(tmp_path: Path) -> None:
         GuardSettings.from_mapping({"warmup_discard": -1})
 
 
+def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None:
+    """Advice that measures well cuts the phase's exploration to ``confirmed_budget`` one-rung moves
+    and skips the far ends; advice that does not pay leaves the coarse pass to do its work."""
+    from types import SimpleNamespace
+
+    cat = load_catalog("autonuma")
+    rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
+
+    class Advisor:
+        def query(self, fp):
+            return SimpleNamespace(configuration={rate.name: 256}, expected_gain=0.2, confidence=0.9, cluster=0,
+                                   workloads={"gups": 1.0}, outlier=False, distance=0.1, threshold=1.0,
+                                   as_dict=dict)
+
+    def tune(pays: bool, confirmed: int, where: str):
+        host = SimHost(tmp_path / where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6,
+                       persist=False)
+
+        class Objective:
+            unit = "ops/s"
+
+            def measure(self, host_, sample) -> float:
+                return 120.0 if pays and host.fs.read(rate.path).strip() == "256" else 100.0
+
+            def describe(self) -> str:
+                return "pays at the advice" if pays else "flat"
+
+        guard = GuardSettings(confirmed_budget=confirmed, noise_z=0.0)
+        tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / where / "state"), objective=Objective(),
+                      space=KnobSpace(cat), query_model=Advisor(),
+                      settings=TuneSettings(interval=10, duration=500, guard=guard))
+        return tuner.run()
+
+    for confirmed in (0, 2):
+        result = tune(True, confirmed, f"pays{confirmed}")
+        keep = next(e for e in result.events if e.kind == "keep")
+        assert keep.reason == (f"kept model advice: +20.0% over 4 intervals; the advice is confirmed: no coarse "
+                               f"pass this phase, exploration budget {confirmed}")
+        trials = {e.n for e in result.events if e.kind == "explore"}
+        assert len(trials) == confirmed
+        assert not any("far end" in e.reason for e in result.events)
+        assert result.final_config[rate.name] == 256
+    flat = tune(False, 2, "flat")
+    assert any(e.kind == "revert" and e.knob == rate.name for e in flat.events)  # the advice did not pay
+    assert sum("far end" in e.reason for e in flat.events if e.kind == "explore") >= 3
+
+
 def test_guard_aborts_a_collapse_at_once_and_asks_more_of_a_noisy_gain() -> None:
     g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=4, accept_margin=0.01, abort_fraction=0.05,
                             noise_z=1.0))
@@ -194,6 +241,9 @@ def test_guard_settings_errors_name_the_key() -> None:
     assert lines[1] == "At 'guard.accept_margin': must be a number between 0 and 1 (got 2)"
     assert lines[2].startswith("At 'guard.bogus': unknown setting (allowed: settle_intervals, ")
     assert GuardSettings.from_mapping({"revert_after": 3}).revert_after == 3
+    assert GuardSettings.from_mapping({"confirmed_budget": 0}).confirmed_budget == 0  # 0: stop exploring
+    with pytest.raises(ConfigError, match=r"At 'guard.confirmed_budget': must be a non-negative integer \(got -1\)"):
+        GuardSettings.from_mapping({"confirmed_budget": -1})
 
 
 def test_phase_detector_ignores_the_tuners_own_changes() -> None:
