@@ -71,13 +71,17 @@ def _vm(host: SimHost) -> dict[str, int]:
 def run(backend: str, workload: str, duration: float = 300.0, interval: float = 10.0,
         settings: Mapping[str, str] | None = None, machine: str | None = None, fast_gb: float | None = None,
         slow_gb: float | None = None, seed: int = 0, footprint_gb: float | None = None,
-        noise: float | None = None) -> RunResult:
-    """Run ``workload`` for ``duration`` simulated seconds under ``backend`` configured by ``settings``."""
+        noise: float | None = None, step: float | None = None) -> RunResult:
+    """Run ``workload`` for ``duration`` simulated seconds under ``backend`` configured by ``settings``.
+
+    ``step`` is the engine's time step (default 1 s). Hint faults are taken once per step, after all
+    the scan windows due in it, so a page is unmapped at most once per step: a scan period shorter
+    than the step cannot show in the counters. Use a step below the shortest scan period that matters."""
     with tempfile.TemporaryDirectory(prefix="ptmt-sim-") as tmp:
         root = Path(tmp) / "machine"
         host = SimHost(root, machine=machine, fast_gb=fast_gb, slow_gb=slow_gb, workload=workload, seed=seed,
                        kernel=kernel_for_backend(backend), footprint_gb=footprint_gb, noise=noise,
-                       persist=False)
+                       persist=False, interval=step)
         apply_backend(host, backend, settings or {}, Path(tmp) / "state")
         intervals: list[Interval] = []
         before = _vm(host)

@@ -55,6 +55,8 @@ COUNTERS = (
 )
 PAGE = 4096
 SYS_MIGRATE_PAGES = 256  # x86-64
+SYS_SET_MEMPOLICY = 238  # x86-64
+MPOL_DEFAULT, MPOL_BIND = 0, 2
 
 
 def read_vmstat() -> dict[str, int]:
@@ -114,6 +116,19 @@ def pages_on_node(pid: int, node: int) -> int:
     return total
 
 
+def numa_scan_seq(pid: int) -> int | None:
+    """Full passes of the NUMA scanner over ``pid``'s address space so far (``mm->numa_scan_seq`` in
+    /proc/PID/sched, a CONFIG_SCHED_DEBUG kernel); None when unavailable."""
+    try:
+        with open(f"/proc/{pid}/sched") as f:
+            for line in f:
+                if line.startswith("mm->numa_scan_seq"):
+                    return int(line.split(":")[1])
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
 def migrate_pages(pid: int, src: int, dst: int) -> int:
     """Move ``pid``'s pages from node ``src`` to ``dst``; returns pages that could not be moved."""
     libc = ctypes.CDLL(None, use_errno=True)
@@ -125,17 +140,38 @@ def migrate_pages(pid: int, src: int, dst: int) -> int:
     return r
 
 
+def set_mempolicy(mode: int, node: int | None = None) -> None:
+    """This process's allocation policy (MPOL_DEFAULT, or MPOL_BIND to one node)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    mask = ctypes.c_ulong(1 << node) if node is not None else None
+    r = libc.syscall(SYS_SET_MEMPOLICY, mode, ctypes.byref(mask) if mask is not None else None,
+                     64 if mask is not None else 0)
+    if r < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, f"set_mempolicy: {os.strerror(e)}")
+
+
 # ---------------------------------------------------------------------------------------------
 # worker processes
 # ---------------------------------------------------------------------------------------------
-def touch(mode: str, mb: int, seconds: float, ready: str | None, go: str | None = None) -> None:
+def touch(mode: str, mb: int, seconds: float, ready: str | None, go: str | None = None,
+          thp: bool = True, node: int | None = None) -> None:
     """Allocate ``mb`` of anonymous memory, write every page, signal ready, then: hot waits for a byte
     on stdin (when ``go`` is "-") and keeps writing every page for ``seconds``; cold blocks on stdin
     (when ``go`` is "-") or sleeps for ``seconds``. Blocking, not polling, keeps the counters still
-    while the scenario takes its quiet snapshots."""
+    while the scenario takes its quiet snapshots. ``thp=False`` asks for 4 KiB pages only
+    (MADV_NOHUGEPAGE), so that counters count base pages whatever the guest's THP setting.
+    ``node`` allocates the buffer there (MPOL_BIND during the first touch only, then the default
+    policy again, so the kernel may still promote it); the interpreter's own memory stays local."""
     buf = mmap.mmap(-1, mb << 20, flags=mmap.MAP_PRIVATE | mmap.MAP_ANONYMOUS)
+    if not thp:
+        buf.madvise(mmap.MADV_NOHUGEPAGE)
     npages = (mb << 20) // PAGE
+    if node is not None:
+        set_mempolicy(MPOL_BIND, node)
     buf[::PAGE] = b"\x01" * npages
+    if node is not None:
+        set_mempolicy(MPOL_DEFAULT)
     if ready:
         Path(ready).touch()
     if go == "-":
@@ -155,10 +191,18 @@ def touch(mode: str, mb: int, seconds: float, ready: str | None, go: str | None 
     print(json.dumps({"mode": mode, "mb": mb, "passes": passes}), flush=True)
 
 
-def _spawn(mode: str, mb: int, seconds: float, ready: Path) -> subprocess.Popen[bytes]:
+def _forked() -> None:
+    """A preexec_fn makes subprocess fork() rather than vfork(). A vfork child (CLONE_VM) is set up
+    by the kernel as a new thread of its parent: its NUMA scan clock starts non-zero, so it never
+    computes its scan period from scan_size_mb (task_scan_start) and keeps scan_delay_ms as its
+    period. Workers should start as a shell would start a program."""
+
+
+def _spawn(mode: str, mb: int, seconds: float, ready: Path, *opts: str) -> subprocess.Popen[bytes]:
     ready.unlink(missing_ok=True)
     p = subprocess.Popen([sys.executable, "-m", "ptmt.testbed.workload", "touch", mode, str(mb),
-                          str(seconds), str(ready), "-"], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+                          str(seconds), str(ready), "-", *opts],
+                         stdin=subprocess.PIPE, stdout=subprocess.PIPE, preexec_fn=_forked)
     deadline = time.monotonic() + max(120.0, mb / 10)
     while not ready.exists():
         if p.poll() is not None or time.monotonic() > deadline:
@@ -231,10 +275,14 @@ def _settle(seconds: float = 1.0) -> None:
 
 def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str],
              interval: float = 1.0, name: str = "run", telemetry: bool = False,
-             until_slow_mb: float | None = None) -> dict:
+             until_slow_mb: float | None = None, thp: bool = True, buffer_on_slow: bool = False) -> dict:
     """One run; with ``until_slow_mb`` the hot loop stops as soon as less than that much of the hot
     set is left on the slow node (``seconds`` is then the most it may take: a guest slowed by a busy
-    host promotes more slowly, and a fixed time would judge the host rather than the kernel)."""
+    host promotes more slowly, and a fixed time would judge the host rather than the kernel).
+    ``cold_mb=0`` runs the hot set alone (no cold hog, no filler): enough where promotion is off
+    and only the scanner is measured, and it saves the slow first touch of 800 MB.
+    ``buffer_on_slow`` allocates only the hot buffer on the slow node, instead of moving the whole hot
+    process there with migrate_pages: the scanner then finds nothing on the slow node but the buffer."""
     if not os.path.isdir(NB_DEBUGFS) and os.path.isdir("/sys/kernel/debug"):
         subprocess.run(["mount", "-t", "debugfs", "none", "/sys/kernel/debug"], check=False)
     applied, original = {}, {}
@@ -245,7 +293,7 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
         applied[k] = _cat(p)
     tmp = Path(os.environ.get("TMPDIR", "/tmp"))
     result: dict = {"name": name, "settings": applied, "cold_mb": cold_mb, "hot_mb": hot_mb,
-                    "seconds": seconds, "tiers": tiers()}
+                    "seconds": seconds, "thp": thp, "buffer_on_slow": buffer_on_slow, "tiers": tiers()}
     tel: TelemetryCheck | None = None
     if telemetry:
         try:
@@ -254,17 +302,20 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
             result["telemetry"] = {"error": f"{type(e).__name__}: {e}"}
     cold = hot = filler = None
     try:
-        cold = _spawn("cold", cold_mb, seconds + 600, tmp / f"cold.{os.getpid()}.ready")
+        if cold_mb:
+            cold = _spawn("cold", cold_mb, seconds + 600, tmp / f"cold.{os.getpid()}.ready")
         result["free_after_cold_mb"] = node_free_mb()
-        hot = _spawn("hot", hot_mb, seconds, tmp / f"hot.{os.getpid()}.ready")
-        t_mig = time.monotonic()
-        result["migrate_not_moved"] = migrate_pages(hot.pid, 0, 1)
-        result["migrate_seconds"] = round(time.monotonic() - t_mig, 2)
+        opts = ([] if thp else ["--no-thp"]) + (["--node", "1"] if buffer_on_slow else [])
+        hot = _spawn("hot", hot_mb, seconds, tmp / f"hot.{os.getpid()}.ready", *opts)
+        if not buffer_on_slow:
+            t_mig = time.monotonic()
+            result["migrate_not_moved"] = migrate_pages(hot.pid, 0, 1)
+            result["migrate_seconds"] = round(time.monotonic() - t_mig, 2)
         # Moving the hot set away freed its room on the fast node, and kswapd may already have
         # demoted cold pages while the hot set was allocated: then its promotion fits without any
         # demotion. Fill the fast node again so the measured window must demote to promote.
         spare = node_free_mb().get("node0", 0) - hot_mb // 4
-        result["filler_mb"] = spare if spare > hot_mb // 4 else 0
+        result["filler_mb"] = spare if cold_mb and spare > hot_mb // 4 else 0
         if result["filler_mb"]:
             filler = _spawn("cold", spare, seconds + 600, tmp / f"filler.{os.getpid()}.ready")
         result["free_at_start_mb"] = node_free_mb()
@@ -278,6 +329,7 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
         hot.stdin.close()
         t0 = time.monotonic()
         result["hot_on_slow_mb_start"] = pages_on_node(hot.pid, 1) * PAGE >> 20
+        result["scan_seq_start"] = numa_scan_seq(hot.pid)
         samples = []
         stopped_at = None
         while hot.poll() is None:
@@ -287,6 +339,7 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
             if tel:
                 tel.sample()
             samples.append({"t": round(time.monotonic() - t0, 2), "hot_on_slow_mb": on_slow,
+                            "scan_seq": numa_scan_seq(hot.pid) if on_slow is not None else None,
                             **{c: v.get(c, 0) - before.get(c, 0) for c in COUNTERS}})
             if until_slow_mb is not None and stopped_at is None and on_slow is not None and on_slow < until_slow_mb:
                 stopped_at = samples[-1]["t"]  # this reading is the run's last one with the loop alive
@@ -323,6 +376,8 @@ def scenario(cold_mb: int, hot_mb: int, seconds: float, settings: dict[str, str]
                  if x["hot_on_slow_mb"] is not None and x["t"] <= last]
         result["stopped_early_s"] = stopped_at
         result["hot_on_slow_mb_end"] = alive[-1] if alive else None
+        seqs = [x["scan_seq"] for x in samples if x["scan_seq"] is not None and x["t"] <= last]
+        result["scan_seq_end"] = seqs[-1] if seqs else None
         result["free_end_mb"] = node_free_mb()
     finally:
         for p in (hot, cold, filler):
@@ -347,6 +402,8 @@ def main(argv: list[str] | None = None) -> int:
     t.add_argument("seconds", type=float)
     t.add_argument("ready", nargs="?")
     t.add_argument("go", nargs="?")
+    t.add_argument("--no-thp", dest="thp", action="store_false", help="4 KiB pages only (MADV_NOHUGEPAGE)")
+    t.add_argument("--node", type=int, default=None, help="allocate the buffer on this node")
     s = sub.add_parser("scenario", help="cold hog on the fast node, hot set on the slow node")
     s.add_argument("--cold-mb", type=int, default=800)
     s.add_argument("--hot-mb", type=int, default=250)
@@ -354,7 +411,9 @@ def main(argv: list[str] | None = None) -> int:
     s.add_argument("--interval", type=float, default=1.0)
     s.add_argument("--set", action="append", default=[], metavar="KNOB=VALUE",
                    help="override a default setting (repeatable)")
-    s.add_argument("--runs", help="JSON list of {name, settings} run one after the other in this boot")
+    s.add_argument("--runs", help="JSON list of {name, settings} run one after the other in this boot; "
+                                  "a run may also give its own cold_mb, hot_mb, seconds, thp and "
+                                  "buffer_on_slow")
     s.add_argument("--json", help="write the result(s) here (default: stdout)")
     s.add_argument("--until-slow-mb", type=float, default=None,
                    help="stop the hot loop once less than this much of the hot set is on the slow node "
@@ -363,7 +422,7 @@ def main(argv: list[str] | None = None) -> int:
                    help="also read the counters through ptmt's telemetry and report both deltas")
     a = ap.parse_args(argv)
     if a.cmd == "touch":
-        touch(a.mode, a.mb, a.seconds, a.ready, a.go)
+        touch(a.mode, a.mb, a.seconds, a.ready, a.go, a.thp, a.node)
         return 0
     base = dict(DEFAULT_SETTINGS)
     for kv in a.set:
@@ -371,8 +430,10 @@ def main(argv: list[str] | None = None) -> int:
         base[k] = v
     if a.runs:
         runs = json.loads(Path(a.runs).read_text())
-        res: object = [scenario(a.cold_mb, a.hot_mb, a.seconds, {**base, **r.get("settings", {})},
-                                a.interval, r.get("name", f"run{i}"), a.telemetry) for i, r in enumerate(runs)]
+        res: object = [scenario(r.get("cold_mb", a.cold_mb), r.get("hot_mb", a.hot_mb), r.get("seconds", a.seconds),
+                                {**base, **r.get("settings", {})}, a.interval, r.get("name", f"run{i}"),
+                                a.telemetry, thp=r.get("thp", True), buffer_on_slow=r.get("buffer_on_slow", False))
+                       for i, r in enumerate(runs)]
     else:
         res = scenario(a.cold_mb, a.hot_mb, a.seconds, base, a.interval, telemetry=a.telemetry,
                        until_slow_mb=a.until_slow_mb)

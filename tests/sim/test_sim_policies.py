@@ -101,3 +101,31 @@ def test_slow_hint_faults_leave_a_1ms_hot_threshold_almost_nothing_hot():
     assert runs[5000]["pgpromote_success"] > 0.8 * hot_pages
     assert runs[1]["pgpromote_success"] < 0.1 * runs[5000]["pgpromote_success"]
     assert runs[1]["numa_hint_faults"] > hot_pages  # faults still come: they are just not quick enough
+
+
+def test_scan_size_floor_shows_once_steps_are_shorter_than_the_scan_period():
+    # the testbed's scan_size_mb case (ptmt.testbed.fidelity, "scan" workload): a 4 MiB hot buffer
+    # alone on the slow node, no promotion, periods held at 25 ms. task_scan_min() floors a window's
+    # period at scan_size_mb / 2.56 ms: 25 ms at 64 MB, 1000 ms at 2048 MB. Hint faults are taken once
+    # per engine step, so with the default 1 s step every page is unmapped once a second under either
+    # window; with 10 ms steps the smaller window unmaps the buffer about 40 times a second, as the
+    # kernel in the guest unmaps it more often (9216 vs 1024 updates, docs/testbed.md).
+    from ptmt.testbed import fidelity
+
+    case = next(c for c in fidelity.CASES if c.id == "scan_size_mb:numa_pte_updates")
+    spec = fidelity.WORKLOADS[case.workload]["sim"]
+    with tempfile.TemporaryDirectory() as tmp:
+        import yaml
+
+        path = Path(tmp) / "scan.yaml"
+        path.write_text(yaml.safe_dump(spec))
+
+        def updates(size: int, step: float | None) -> int:
+            settings = {**fidelity.BASELINE, **case.settings(size)}
+            settings.pop("numa_balancing")
+            return run("autonuma", str(path), duration=4, interval=1, machine="testbed-tcg", settings=settings,
+                       step=step).counters["numa_pte_updates"]
+
+        assert updates(64, None) == updates(2048, None)  # 1 s steps: both once a second
+        small, big = updates(64, 0.01), updates(2048, 0.01)
+    assert small > 5 * big  # 83807 vs 8982 (the latter includes 4882 cold frames kswapd demoted once)

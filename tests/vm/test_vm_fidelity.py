@@ -14,27 +14,13 @@ from ptmt.testbed import fidelity
 pytestmark = pytest.mark.vm
 CASES = {c.id: c for c in fidelity.CASES}
 #: Cases where the simulated machine is known to disagree with the kernel (measured figures in
-#: docs/testbed.md). Remove an entry once the simulator is fixed; until then the test reports XFAIL
-#: (or XPASS when it starts agreeing).
-KNOWN_SIM_DISAGREEMENTS = {
-    "scan_size_mb:numa_pte_updates": "the simulator unmaps about as much under either window (slightly more "
-                                     "at 256 MB); it runs hot and cold data as one task, where the guest's "
-                                     "cold hog is another, sleeping process, so the scanned RSS and the "
-                                     "windows per pass differ; both sides are bound by hint-fault throughput",
-    "scan_size_mb:numa_hint_faults": "follows from the numa_pte_updates disagreement",
-}
-
+#: docs/testbed.md): the test reports XFAIL (or XPASS once it agrees). None today: the scan_size_mb
+#: cases that were here measure the scan rate itself now (ptmt.testbed.fidelity, "scan" workload).
+KNOWN_SIM_DISAGREEMENTS: dict[str, str] = {}
 
 #: Cases whose direction the real kernel itself does not reproduce from boot to boot under software
-#: emulation: they stay in the table for the record, but their direction is not asserted.
-UNSTABLE_IN_THE_KERNEL = {
-    "scan_size_mb:numa_hint_faults": "the kernel's own direction varies between boots under TCG "
-                                     "(309303 -> 110644 in one run, 96598 -> 122348 in another); "
-                                     "numa_pte_updates moves the same way every time",
-    "scan_size_mb:numa_pte_updates": "held in every idle-host run, then reversed in one run on a busy host "
-                                      "(a second 2-core job beside the guest): 249838 updates at 32 MB, "
-                                      "more at 256 MB; the guest's scan pace follows the host's CPU",
-}
+#: emulation: they stay in the table for the record, but their direction is not asserted. None today.
+UNSTABLE_IN_THE_KERNEL: dict[str, str] = {}
 
 
 @pytest.fixture(scope="module")
