@@ -62,7 +62,8 @@ def _job(job: tuple[str, str, int]) -> dict[str, Any]:
         out["static_best_of_grid"] = max(ev.improvement(r["series"], default) for r in runs)
     for m, s in series.items():
         out["methods"][m] = {"improvement": ev.improvement(s, default), "mean": float(np.mean(s)),
-                             "intervals_to_90": ev.intervals_to_90(s, default)}
+                             "intervals_to_90": ev.intervals_to_90(s, default),
+                             "series": [float(v) for v in s]}  # per interval: where a method gains or pays
     out["default_mean"] = float(np.mean(default))
     if "oracle" in series:
         out["noise_threshold"] = ev.noise_threshold(default, series["oracle"])
