@@ -126,6 +126,8 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=10.0)
     ap.add_argument("--budget", type=int, default=16, help="Sobol configurations per workload, suite sweep")
     ap.add_argument("--trial-duration", type=float, default=180.0)
+    ap.add_argument("--screen", action="store_true",
+                    help="also a one-knob-at-a-time study of every workload in the suite sweep")
     ap.add_argument("--oracle-knobs", type=int, default=3, help="full factorial over this many top knobs")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--cache-dir", type=Path, default=Path(".ptmt-eval-cache"))
@@ -142,8 +144,10 @@ def main() -> None:
     t0 = time.perf_counter()
     tables, grids = {}, {}
     for b in backends:
-        url = f"sqlite:///{a.cache_dir / f'{b}-{a.budget}-{int(a.trial_duration)}.db'}"
-        build_suite_database(b, url, budget=a.budget, duration=a.trial_duration, workers=max(1, a.workers))
+        name = f"{b}-{a.budget}{'s' if a.screen else ''}-{int(a.trial_duration)}.db"
+        url = f"sqlite:///{a.cache_dir / name}"
+        build_suite_database(b, url, budget=a.budget, duration=a.trial_duration, workers=max(1, a.workers),
+                             screen=a.screen)
         tables[b] = suite_table(url, b)
         grids[b] = ev.oracle_grid(b, ev.ranked_knobs(tables[b], b), a.oracle_knobs, ev.sweep_best_configs(tables[b]))
         print(f"{b}: suite {len(tables[b])} trials, oracle grid {len(grids[b])} configurations", flush=True)

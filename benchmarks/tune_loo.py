@@ -1,7 +1,7 @@
 """Online tuning with leave-one-workload-out advice, every backend x every built-in workload.
 
     python benchmarks/tune_loo.py [--backends autonuma,tpp] [--workloads gups,btree] [--budget 16]
-                                  [--trial-duration 180] [--duration 1800] [--agent shipped|none|FILE] [--db-dir DIR]
+                                  [--trial-duration 180] [--duration 1800] [--screen] [--agent shipped|none|FILE] [--db-dir DIR]
 
 For each backend: sweep the suite once (``ptmt.offline.suite_db``; reused when --db-dir already
 holds it), then for each workload W fit the query model without W's trials and tune W for
@@ -41,6 +41,8 @@ def main() -> None:
     ap.add_argument("--budget", type=int, default=16, help="Sobol configurations per workload in the sweep")
     ap.add_argument("--trial-duration", type=float, default=180.0, help="simulated seconds per sweep trial")
     ap.add_argument("--duration", type=float, default=1800.0, help="simulated seconds of each tuning run")
+    ap.add_argument("--screen", action="store_true",
+                    help="also a one-knob-at-a-time study of every workload in the suite sweep")
     ap.add_argument("--agent", default="shipped",
                     help="shipped (the backend's shipped agent, if any), none (coordinate search) or an agent file")
     ap.add_argument("--db-dir", type=Path, default=None, help="keep (and reuse) the suite databases here")
@@ -54,9 +56,10 @@ def main() -> None:
           f"{'reverts':>9}  agent")
     t_all = time.perf_counter()
     for backend in args.backends.split(","):
-        url = f"sqlite:///{db_dir / f'{backend}-{args.budget}-{int(args.trial_duration)}.db'}"
+        name = f"{backend}-{args.budget}{'s' if args.screen else ''}-{int(args.trial_duration)}.db"
+        url = f"sqlite:///{db_dir / name}"
         t0 = time.perf_counter()
-        build_suite_database(backend, url, budget=args.budget, duration=args.trial_duration)
+        build_suite_database(backend, url, budget=args.budget, duration=args.trial_duration, screen=args.screen)
         table = suite_table(url, backend)
         sweep_s = time.perf_counter() - t0
         path = shipped_agent_path(backend) if args.agent == "shipped" else Path(args.agent)

@@ -26,8 +26,8 @@ from ptmt.sim.options import FastGbOpt, FootprintOpt, MachineOpt, SlowGbOpt, wor
 WorkloadOpt = Annotated[str, typer.Option(
     "--workload", "-w", help="Simulated machine: a built-in workload name or spec file. Real host: a workload YAML "
                              "(command, objective, ...; see docs/profiling.md).")]
-StrategyOpt = Annotated[str, typer.Option("--strategy", help="How configurations are chosen: grid, random, sobol or lhs.")]
-BudgetOpt = Annotated[int | None, typer.Option("--budget", min=1, help="Configurations to measure, the defaults included (default 32; grid: the finest grid that fits).")]
+StrategyOpt = Annotated[str, typer.Option("--strategy", help="How configurations are chosen: grid, random, sobol, lhs or oat (one knob at a time).")]
+BudgetOpt = Annotated[int | None, typer.Option("--budget", min=1, help="Configurations to measure, the defaults included (default 32; grid: the finest grid that fits; oat: every point).")]
 RepeatOpt = Annotated[int, typer.Option("--repeat", min=1, help="Measurements of each configuration.")]
 DurationOpt = Annotated[float | None, typer.Option("--duration", help="Seconds per trial (simulated time; default 10). Real host: stop the command after this long (default: let it finish).")]
 IntervalOpt = Annotated[float | None, typer.Option("--interval", help="Seconds between telemetry samples; in --in-run mode, per configuration. Default 1 (sim), 5 (real host).")]

@@ -209,7 +209,8 @@ def prepare(opts: ProfileOptions, db: Storage) -> Prepared:
     duration = opts.duration if opts.duration is not None else (10.0 if platform == "sim" else None)
     if duration is not None and duration <= 0:
         raise PtmtError(f"--duration must be positive (got {duration})")
-    budget = opts.budget if opts.budget is not None else DEFAULT_BUDGET
+    # a one-knob-at-a-time screen is complete by default (at most a few dozen points)
+    budget = opts.budget if opts.budget is not None else (None if opts.strategy == "oat" else DEFAULT_BUDGET)
 
     if platform == "sim":
         with tempfile.TemporaryDirectory(prefix="ptmt-probe-") as tmp:

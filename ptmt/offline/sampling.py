@@ -1,4 +1,5 @@
-"""Which configurations a study measures: grid, random, Sobol or Latin-hypercube points over a catalog.
+"""Which configurations a study measures: grid, random, Sobol or Latin-hypercube points over a catalog,
+or a one-knob-at-a-time screen.
 
 Every strategy draws points in the unit cube (``scipy.stats.qmc`` for Sobol and LHS, numpy's seeded
 generator for random) and maps each coordinate to one knob value: a knob's candidate list where the
@@ -8,6 +9,11 @@ repaired by moving the rule's right-hand knob to the nearest value that satisfie
 value does. Duplicates are dropped too and more points drawn, so a budget buys distinct configurations.
 The same catalog, strategy, budget and seed always give the same list, in the same order: that is what
 makes a study resumable.
+
+``oat`` (one knob at a time) is the screening design: every other value of each knob with the
+rest at their defaults, the far ends of every knob first. It measures each knob's own effect
+(what a sysadmin asks first, and where a single knob moved away from its default often holds most
+of the headroom) where random points, which move every knob at once, rarely land.
 """
 
 from __future__ import annotations
@@ -24,8 +30,8 @@ import numpy as np
 from ptmt.catalog import Catalog, Knob, Rule, Value
 from ptmt.errors import PtmtError
 
-Strategy = Literal["grid", "random", "sobol", "lhs"]
-STRATEGIES: tuple[Strategy, ...] = ("grid", "random", "sobol", "lhs")
+Strategy = Literal["grid", "random", "sobol", "lhs", "oat"]
+STRATEGIES: tuple[Strategy, ...] = ("grid", "random", "sobol", "lhs", "oat")
 #: Values taken along a knob that has a range but no candidate list.
 RANGE_LEVELS = 8
 
@@ -130,6 +136,8 @@ class Sampler:
             raise PtmtError(f"--budget must be at least 1 (got {budget})")
         if strategy == "grid":
             return self.grid(budget)
+        if strategy == "oat":
+            return self.one_at_a_time(budget)
         if budget is None:
             raise PtmtError(f"--strategy {strategy} needs --budget N")
         return self._draw(strategy, budget, seed)
@@ -154,6 +162,25 @@ class Sampler:
         names = [d.name for d in self.dims]
         return [c for c in (dict(zip(names, combo, strict=True)) for combo in itertools.product(*levels))
                 if self.valid(c)]
+
+    def one_at_a_time(self, budget: int | None = None) -> list[dict[str, Value]]:
+        """Each knob alone at each of its other values, the rest at their defaults: the far ends of
+        every knob first, then the values nearer the default (so a budget cuts the least telling
+        points). Configurations that break a catalog rule are left out."""
+        base = self.default()
+        ranked: list[tuple[int, int, int, dict[str, Value]]] = []
+        for k, dim in enumerate(self.dims):
+            values = list(dim.values)
+            at = values.index(base[dim.name]) if base[dim.name] in values else None
+            for i, v in enumerate(values):
+                if v == base[dim.name]:
+                    continue
+                far = i in (0, len(values) - 1)
+                rung = -abs(i - at) if at is not None else 0
+                ranked.append((0 if far else 1, rung, k, {**base, dim.name: v}))
+        ranked.sort(key=lambda r: r[:3])
+        out = [c for *_, c in ranked if self.valid(c)]
+        return out if budget is None else out[:budget]
 
     def _unit_points(self, strategy: str, n: int, seed: int, skip: int) -> np.ndarray:
         d = len(self.dims)

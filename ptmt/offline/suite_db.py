@@ -24,6 +24,10 @@ from ptmt.offline.model import ModelError, QueryModel, fit_table, load_table
 from ptmt.offline.profile import Prepared, ProfileOptions, StopFlag, prepare, work
 
 
+#: enough for every one-knob-at-a-time point of the built-in catalogs (upm 12 ... colloid 34)
+SCREEN_BUDGET = 64
+
+
 def _worker(preps: list[Prepared], offset: int, url: str) -> None:
     stop = StopFlag()
     with open_storage(url, create=False) as db:
@@ -32,18 +36,22 @@ def _worker(preps: list[Prepared], offset: int, url: str) -> None:
 
 
 def plan_suite(backend: str, url: str, workloads: Sequence[str], *, budget: int, duration: float,
-               interval: float = 10.0, seed: int = 0, sim: dict[str, Any] | None = None) -> list[Prepared]:
-    """One Sobol study per workload on the simulated machine (already planned studies are reused)."""
+               interval: float = 10.0, seed: int = 0, sim: dict[str, Any] | None = None,
+               strategy: str = "sobol") -> list[Prepared]:
+    """One study per workload on the simulated machine (already planned studies are reused)."""
     with open_storage(url) as db:
-        return [prepare(ProfileOptions(backend=backend, workload=w, platform="sim", strategy="sobol",
+        return [prepare(ProfileOptions(backend=backend, workload=w, platform="sim", strategy=strategy,
                                        budget=budget, duration=duration, interval=interval, db=url, seed=seed,
                                        sim=dict(sim or {}), show_progress=False), db) for w in workloads]
 
 
 def build_suite_database(backend: str, url: str, workloads: Sequence[str] | None = None, *, budget: int = 16,
                          duration: float = 180.0, interval: float = 10.0, workers: int = 2, seed: int = 0,
-                         sim: dict[str, Any] | None = None) -> str:
+                         sim: dict[str, Any] | None = None, screen: bool = False) -> str:
     """Sweep *workloads* (default: the built-in suite) into the database at *url*; returns *url*.
+
+    *budget* Sobol configurations per workload; with *screen*, also a one-knob-at-a-time study of
+    every workload (``--strategy oat``: each knob alone at each of its values).
 
     Worker processes claim trials study after study, as ``ptmt profile --workers`` does, so both
     cores stay busy across workload boundaries. Interrupted or partial sweeps resume.
@@ -52,6 +60,9 @@ def build_suite_database(backend: str, url: str, workloads: Sequence[str] | None
 
     names = list(workloads) if workloads is not None else builtin_names("workloads")
     preps = plan_suite(backend, url, names, budget=budget, duration=duration, interval=interval, seed=seed, sim=sim)
+    if screen:
+        preps += plan_suite(backend, url, names, budget=SCREEN_BUDGET, duration=duration, interval=interval,
+                            seed=seed, sim=sim, strategy="oat")
     if workers <= 1:
         _worker(preps, 0, url)
         return url

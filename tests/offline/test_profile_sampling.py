@@ -69,6 +69,37 @@ def test_plan_starts_with_defaults(tpp):
         assert tpp.defaults() not in plan[1:]
 
 
+def test_one_at_a_time_moves_one_knob_from_the_defaults_far_ends_first(tpp):
+    sampler = Sampler(tpp)
+    base = tpp.defaults()
+    screen = sampler.sample("oat", None)
+    # every other value of every knob exactly once, each with all the other knobs at their defaults
+    expected = {(d.name, v) for d in sampler.dims for v in d.values if v != base[d.name]}
+    moved = []
+    for config in screen:
+        diff = [k for k in config if config[k] != base[k]]
+        assert len(diff) == 1, config
+        moved.append((diff[0], config[diff[0]]))
+    assert sorted(moved, key=str) == sorted(expected, key=str) and len(moved) == len(set(moved))
+    ends = {(d.name, d.values[0]) for d in sampler.dims} | {(d.name, d.values[-1]) for d in sampler.dims}
+    ends = {e for e in ends if e[1] != base[e[0]]}
+    assert set(moved[:len(ends)]) == ends  # far ends first: a budget cuts the values nearest the default
+    cut = sampler.sample("oat", 5)
+    assert cut == screen[:5]
+    assert plan_configurations(tpp, "oat", None)[0] == base  # a plan still measures the defaults first
+
+
+def test_one_at_a_time_leaves_out_what_breaks_a_rule(tpp):
+    sampler = Sampler(tpp, knobs=["scan_period_min_ms", "scan_period_max_ms"])
+    assert len(sampler.sample("oat", None)) == 4 + 4  # with tpp's defaults (1000, 60000) all 8 hold
+    # with the max at 1000, raising the min to 2000 alone breaks scan_period_min_ms <= scan_period_max_ms
+    sampler._defaults = {**sampler._defaults, "scan_period_max_ms": 1000}
+    screen = sampler.sample("oat", None)
+    assert {"scan_period_min_ms": 2000, "scan_period_max_ms": 1000} not in screen
+    assert len(screen) == 3 + 4
+    assert all(c["scan_period_min_ms"] <= c["scan_period_max_ms"] for c in screen)
+
+
 def test_ranges_without_candidates_are_log_spaced():
     from ptmt.catalog import Knob
 
@@ -80,7 +111,7 @@ def test_ranges_without_candidates_are_log_spaced():
 
 
 def test_bad_requests(tpp):
-    with pytest.raises(PtmtError, match="--strategy must be one of grid, random, sobol, lhs"):
+    with pytest.raises(PtmtError, match="--strategy must be one of grid, random, sobol, lhs, oat"):
         Sampler(tpp).sample("halton", 4)
     with pytest.raises(PtmtError, match="--budget must be at least 1"):
         Sampler(tpp).sample("sobol", 0)

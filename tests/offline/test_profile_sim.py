@@ -42,6 +42,25 @@ def test_sim_sweep_end_to_end_through_the_cli(tmp_path):
     assert "6 done (0 run now)" in text.stdout and "best " in text.stdout
 
 
+def test_a_one_knob_at_a_time_screen_measures_every_point_without_a_budget(tmp_path):
+    from ptmt.catalog import load_catalog
+
+    db = f"sqlite:///{tmp_path / 'screen.db'}"
+    res = CliRunner().invoke(app, ["profile", "--backend", "upm", "--workload", "gups", "--platform", "sim",
+                                   "--strategy", "oat", "--duration", "2", "--interval", "1", "--db", db,
+                                   "--json"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    with open_storage(db) as store:
+        frame = store.trials_frame(summary["study"])
+    defaults = load_catalog("upm").defaults()
+    knobs = [c for c in frame.columns if c.startswith("knob.")]
+    moved = frame[knobs].apply(lambda row: sum(row[k] != defaults[k.removeprefix("knob.")] for k in knobs),
+                               axis=1).tolist()
+    assert moved[0] == 0 and moved[1:] == [1] * (len(moved) - 1)  # the defaults, then one knob each
+    assert summary["trials"]["done"] == len(frame) == 1 + (6 - 1) + (4 - 1) + (5 - 1)  # upm's 12 points
+
+
 def test_two_workers_split_a_sim_study(tmp_path):
     db = f"sqlite:///{tmp_path / 'p.db'}"
     opts = ProfileOptions(backend="autonuma", workload="silo-ycsb", platform="sim", budget=12, repeat=2,

@@ -42,3 +42,17 @@ def test_leave_one_out_refuses_a_workload_the_table_lacks(suite_url: str) -> Non
         leave_one_out(table, "tpp", "npb-cg")
     with pytest.raises(ModelError, match="leaves no trial"):
         leave_one_out(table[table["workload"] == "gups"], "tpp", "gups")
+
+
+def test_a_screened_suite_adds_one_knob_at_a_time_studies(tmp_path: Path) -> None:
+    from ptmt.catalog import load_catalog
+
+    url = build_suite_database("upm", f"sqlite:///{tmp_path / 'screen.db'}", ["gups"], budget=3, duration=20,
+                               interval=10, workers=1, screen=True)
+    table = suite_table(url, "upm")
+    defaults = load_catalog("upm").defaults()
+    knobs = [c for c in table.columns if c.startswith("knob.")]
+    moved = table[knobs].apply(lambda r: sum(r[k] != defaults[k.removeprefix("knob.")] for k in knobs), axis=1)
+    # the 3 Sobol points (the defaults among them), then the defaults and upm's 12 single-knob points
+    assert len(table) == 3 + 1 + 12
+    assert int((moved == 1).sum()) >= 12 and int((moved == 0).sum()) == 2
