@@ -216,6 +216,53 @@ def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None
     assert sum("far end" in e.reason for e in flat.events if e.kind == "explore") >= 3
 
 
+def test_aborted_advice_is_not_applied_again_when_its_lingering_damage_looks_like_a_new_phase(
+        tmp_path: Path) -> None:
+    """Advice that collapses the objective is aborted; its damage lingers after the revert, the phase
+    detector takes the recovery for a new phase, and the new phase draws the same advice: it must not
+    be applied a second time (seen with a denser database on tpp btree: -12% from that loop)."""
+    from types import SimpleNamespace
+
+    cat = load_catalog("autonuma")
+    rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
+
+    class Advisor:
+        def query(self, fp):
+            return SimpleNamespace(configuration={rate.name: 256}, expected_gain=0.2, confidence=0.9, cluster=0,
+                                   workloads={"btree": 1.0}, outlier=False, distance=0.1, threshold=1.0,
+                                   as_dict=dict)
+
+    host = SimHost(tmp_path / "m", workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6, persist=False)
+
+    class Objective:
+        """60 under the advice; after leaving it, 70 for three intervals (pages on their way back)."""
+
+        unit = "ops/s"
+        left = 99
+
+        def measure(self, host_, sample) -> float:
+            if host.fs.read(rate.path).strip() == "256":
+                self.left = 0
+                return 60.0
+            self.left += 1
+            return 70.0 if self.left <= 3 else 100.0
+
+        def describe(self) -> str:
+            return "collapses at the advice"
+
+    tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / "state"), objective=Objective(),
+                  space=KnobSpace(cat), query_model=Advisor(),
+                  settings=TuneSettings(interval=10, duration=300, guard=GuardSettings(exploration_budget=0)))
+    result = tuner.run()
+    applied = {e.n for e in result.events if e.kind == "model" and e.knob == rate.name}
+    assert len(applied) == 1
+    assert any(e.kind == "phase" for e in result.events)  # the recovery did look like a new phase
+    refused = [e.reason for e in result.events if e.kind == "model" and e.knob is None]
+    assert refused and refused[0].endswith("the same configuration measured -40.0% at interval 8 of this run "
+                                           "and was aborted")
+    assert result.final_config[rate.name] == 65536
+
+
 def test_guard_aborts_a_collapse_at_once_and_asks_more_of_a_noisy_gain() -> None:
     g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=4, accept_margin=0.01, abort_fraction=0.05,
                             noise_z=1.0))
