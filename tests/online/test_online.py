@@ -259,7 +259,7 @@ def test_aborted_advice_is_not_applied_again_when_its_lingering_damage_looks_lik
     assert any(e.kind == "phase" for e in result.events)  # the recovery did look like a new phase
     refused = [e.reason for e in result.events if e.kind == "model" and e.knob is None]
     assert refused and refused[0].endswith("the same configuration measured -40.0% at interval 8 of this run "
-                                           "and was aborted")
+                                           "and was aborted, against a baseline within 5% of this phase's")
     assert result.final_config[rate.name] == 65536
 
 
