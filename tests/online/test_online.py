@@ -169,19 +169,25 @@ def test_the_baseline_leaves_out_the_start_up_transient(tmp_path: Path) -> None:
         GuardSettings.from_mapping({"warmup_discard": -1})
 
 
-def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None:
-    """Advice that measures well cuts the phase's exploration to ``confirmed_budget`` one-rung moves
-    and skips the far ends; advice that does not pay leaves the coarse pass to do its work."""
+def _advising(knob: str, value: int, like: str) -> type:
+    """A query model that always advises *knob* = *value*, confidently, +20%."""
     from types import SimpleNamespace
-
-    cat = load_catalog("autonuma")
-    rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
 
     class Advisor:
         def query(self, fp):
-            return SimpleNamespace(configuration={rate.name: 256}, expected_gain=0.2, confidence=0.9, cluster=0,
-                                   workloads={"gups": 1.0}, outlier=False, distance=0.1, threshold=1.0,
+            return SimpleNamespace(configuration={knob: value}, expected_gain=0.2, confidence=0.9, cluster=0,
+                                   workloads={like: 1.0}, outlier=False, distance=0.1, threshold=1.0,
                                    as_dict=dict)
+
+    return Advisor
+
+
+def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None:
+    """Advice that measures well cuts the phase's exploration to ``confirmed_budget`` one-rung moves
+    and skips the far ends; advice that does not pay leaves the coarse pass to do its work."""
+    cat = load_catalog("autonuma")
+    rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
+    Advisor = _advising(rate.name, 256, like="gups")
 
     def tune(pays: bool, confirmed: int, where: str):
         host = SimHost(tmp_path / where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6,
@@ -221,16 +227,9 @@ def test_aborted_advice_is_not_applied_again_when_its_lingering_damage_looks_lik
     """Advice that collapses the objective is aborted; its damage lingers after the revert, the phase
     detector takes the recovery for a new phase, and the new phase draws the same advice: it must not
     be applied a second time (seen with a denser database on tpp btree: -12% from that loop)."""
-    from types import SimpleNamespace
-
     cat = load_catalog("autonuma")
     rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
-
-    class Advisor:
-        def query(self, fp):
-            return SimpleNamespace(configuration={rate.name: 256}, expected_gain=0.2, confidence=0.9, cluster=0,
-                                   workloads={"btree": 1.0}, outlier=False, distance=0.1, threshold=1.0,
-                                   as_dict=dict)
+    Advisor = _advising(rate.name, 256, like="btree")
 
     host = SimHost(tmp_path / "m", workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6, persist=False)
 
