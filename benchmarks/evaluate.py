@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ptmt.evaluation import suite as ev
-from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_table
+from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_database_name, suite_table
 from ptmt.online.agent import load_agent, shipped_agent_path
 from ptmt.online.simrun import SimSetup, run_static
 from ptmt.report.stats import compare
@@ -144,8 +144,7 @@ def main() -> None:
     t0 = time.perf_counter()
     tables, grids = {}, {}
     for b in backends:
-        name = f"{b}-{a.budget}{'s' if a.screen else ''}-{int(a.trial_duration)}.db"
-        url = f"sqlite:///{a.cache_dir / name}"
+        url = f"sqlite:///{a.cache_dir / suite_database_name(b, a.budget, a.trial_duration, a.screen)}"
         build_suite_database(b, url, budget=a.budget, duration=a.trial_duration, workers=max(1, a.workers),
                              screen=a.screen)
         tables[b] = suite_table(url, b)

@@ -24,9 +24,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_table
+from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_database_name, suite_table
 from ptmt.online.agent import load_agent, shipped_agent_path
-from ptmt.catalog import load_catalog
+from ptmt.catalog import Value
+from ptmt.evaluation.suite import sweep_best_configs
 from ptmt.online.simrun import SimSetup, run_static, tune_sim
 from ptmt.sim.specs import builtin_names
 
@@ -40,21 +41,10 @@ def sweep_headroom(table: pd.DataFrame, workload: str) -> float | None:
     return float(rows["objective"].max() / default.mean() - 1.0)
 
 
-def sweep_best(table: pd.DataFrame, workload: str) -> dict[str, object] | None:
-    """The knob values of *workload*'s best sweep trial."""
-    rows = table[(table["workload"] == workload) & (table["status"] == "done")]
-    if rows.empty:
-        return None
-    best = rows.loc[rows["objective"].idxmax()]
-    return {c.removeprefix("knob."): best[c] for c in rows.columns if c.startswith("knob.") and pd.notna(best[c])}
-
-
-def held_headroom(backend: str, setup: SimSetup, config: dict[str, object], duration: float,
+def held_headroom(backend: str, setup: SimSetup, config: dict[str, Value], duration: float,
                   default_objective: float) -> float:
     """*config* from the start for the whole run, relative to the defaults' mean."""
-    catalog = load_catalog(backend)
-    typed = {k: catalog.knobs[k].coerce(v) for k, v in config.items() if k in catalog.knobs}
-    series = run_static(backend, setup, duration, 10, settings=typed, catalog=catalog)
+    series = run_static(backend, setup, duration, 10, settings=config)
     return sum(series) / len(series) / default_objective - 1.0
 
 
@@ -82,8 +72,7 @@ def main() -> None:
           f"{'reverts':>9}  agent")
     t_all = time.perf_counter()
     for backend in args.backends.split(","):
-        name = f"{backend}-{args.budget}{'s' if args.screen else ''}-{int(args.trial_duration)}.db"
-        url = f"sqlite:///{db_dir / name}"
+        url = f"sqlite:///{db_dir / suite_database_name(backend, args.budget, args.trial_duration, args.screen)}"
         t0 = time.perf_counter()
         build_suite_database(backend, url, budget=args.budget, duration=args.trial_duration, screen=args.screen)
         table = suite_table(url, backend)
@@ -95,9 +84,8 @@ def main() -> None:
             setup = SimSetup(workload=w, seed=args.seed)
             report = tune_sim(backend, setup, duration=args.duration, interval=10,
                               query_model=leave_one_out(table, backend, w), agent=agent)
-            head, best = sweep_headroom(table, w), sweep_best(table, w)
-            held = None if best is None else held_headroom(backend, setup, best, args.duration,
-                                                           report.default_objective)
+            head, best = sweep_headroom(table, w), sweep_best_configs(table[table["workload"] == w])
+            held = held_headroom(backend, setup, best[0], args.duration, report.default_objective) if best else None
             rows.append((held, report.improvement))
             print(f"{backend:<10}{w:<21}{'-' if head is None else f'{head:+.1%}':>8}"
                   f"{'-' if held is None else f'{held:+.1%}':>8}{report.improvement:>+18.1%}"

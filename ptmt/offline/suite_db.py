@@ -28,6 +28,11 @@ from ptmt.offline.profile import Prepared, ProfileOptions, StopFlag, prepare, wo
 SCREEN_BUDGET = 64
 
 
+def suite_database_name(backend: str, budget: int, duration: float, screen: bool = False) -> str:
+    """The file name a suite database is cached under: what built it (``tpp-16-180.db``, ``tpp-16s-180.db``)."""
+    return f"{backend}-{budget}{'s' if screen else ''}-{int(duration)}.db"
+
+
 def _worker(preps: list[Prepared], offset: int, url: str) -> None:
     stop = StopFlag()
     with open_storage(url, create=False) as db:

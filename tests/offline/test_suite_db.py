@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from ptmt.offline.model import ModelError
-from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_table
+from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_database_name, suite_table
 
 WORKLOADS = ["gups", "stream", "btree"]
 
@@ -47,6 +47,8 @@ def test_leave_one_out_refuses_a_workload_the_table_lacks(suite_url: str) -> Non
 def test_a_screened_suite_adds_one_knob_at_a_time_studies(tmp_path: Path) -> None:
     from ptmt.catalog import load_catalog
 
+    # a screened database is cached under its own name, never mistaken for a plain one
+    assert suite_database_name("upm", 3, 20.0, screen=True) == "upm-3s-20.db" != suite_database_name("upm", 3, 20.0)
     url = build_suite_database("upm", f"sqlite:///{tmp_path / 'screen.db'}", ["gups"], budget=3, duration=20,
                                interval=10, workers=1, screen=True)
     table = suite_table(url, "upm")
