@@ -16,6 +16,10 @@ back the best known configuration when a change does not pay:
 - **tabu**: a configuration judged worse is not tried again until the best known configuration
   or the workload phase changes; a configuration that was the best known one and was left for a
   better one is not returned to within the phase (no flapping between two settings on noise);
+  a trial that was *aborted* is not tried again, whatever the phase, while the best known level
+  is within ``abort_fraction`` of the level it was aborted against: its damage lingers after the
+  revert, the recovery can look like a new phase, and the new phase would try it again (a loop of
+  the same loss); a level that moved means the workload did, and the verdict is stale;
 - **exploration budget**: ``exploration_budget`` trial moves per phase (``outlier_budget`` when
   the workload is unlike anything in the database); then the tuner holds the best configuration
   and only watches.
@@ -26,7 +30,7 @@ from __future__ import annotations
 import json
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from ptmt.catalog import Value
 from ptmt.errors import ConfigError
@@ -102,6 +106,14 @@ def config_key(config: Mapping[str, Value]) -> str:
     return json.dumps({k: config[k] for k in sorted(config)}, default=str)
 
 
+class Aborted(NamedTuple):
+    """A trial that was aborted: when, what it measured, and the level it was judged against."""
+
+    seq: int
+    gain: float
+    reference: float
+
+
 class Trial:
     """A change being judged."""
 
@@ -128,6 +140,8 @@ class Guard:
         self.moves_per_knob: dict[str, int] = {}
         self.below = 0
         self.last_needed, self.last_aborted = settings.accept_margin, False
+        #: aborted trials by configuration key, kept across phases (see aborted_here)
+        self.aborted: dict[str, Aborted] = {}
 
     def new_phase(self, config: Mapping[str, Value], outlier: bool = False) -> None:
         self.best = dict(config)
@@ -161,6 +175,7 @@ class Guard:
                 self.trial = None
                 self.tabu.add(config_key(t.config))
                 self.last_needed, self.last_aborted = self.s.accept_margin, True
+                self.aborted[config_key(t.config)] = Aborted(interval, value / t.reference - 1.0, t.reference)
                 return "reject", value / t.reference - 1.0
         if len(t.readings) < self.s.evaluate_intervals:
             return None
@@ -200,7 +215,16 @@ class Guard:
             self.below = 0
         return self.below >= self.s.revert_after
 
+    def aborted_here(self, config: Mapping[str, Value]) -> Aborted | None:
+        """The abort of *config* when its verdict still holds: the best known level is within
+        ``abort_fraction`` of the level it was aborted against."""
+        a = self.aborted.get(config_key(config))
+        if a is None or a.reference <= 0 or self.best_level is None:
+            return None
+        return a if abs(self.best_level / a.reference - 1.0) < self.s.abort_fraction else None
+
     def allowed(self, knob: str, new_config: Mapping[str, Value]) -> bool:
         key = config_key(new_config)
         return (self.budget > 0 and key not in self.tabu and key not in self.superseded
-                and self.moves_per_knob.get(knob, 0) < self.s.max_moves_per_knob)
+                and self.moves_per_knob.get(knob, 0) < self.s.max_moves_per_knob
+                and self.aborted_here(new_config) is None)

@@ -28,7 +28,7 @@ import math
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from typing import Any, NamedTuple, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -112,14 +112,6 @@ class Event:
         return self.reason
 
 
-class AbortedAdvice(NamedTuple):
-    """Database advice whose trial was aborted: when, what it measured, and against what level."""
-
-    seq: int
-    gain: float
-    reference: float
-
-
 @dataclass
 class TuneResult:
     intervals: list[dict[str, Any]]
@@ -173,12 +165,6 @@ class Tuner:
         self._far_tried: set[tuple[str, int]] = set()
         #: the database's advice was measured and kept this phase: exploit it (confirmed_budget)
         self._advice_confirmed = False
-        #: advice aborted this run, by configuration key. Not applied again while the baseline stays
-        #: where it was: the damage of an aborted trial lingers, its recovery can look like a new
-        #: phase, and that phase would draw the same advice (a loop of the same loss). A baseline that
-        #: moved means the workload did, and the verdict is stale (gups-growth: a slope, not the
-        #: advice, failed it).
-        self._advice_failed: dict[str, AbortedAdvice] = {}
         #: knobs no longer managed this run (an administrator set them, or they vanished), with their value
         self.released: dict[str, Value] = {}
         #: called before the originals are restored (the service's last check for an administrator's writes)
@@ -376,9 +362,6 @@ class Tuner:
                     if g.last_aborted:
                         why = (f"the change measured {gain:+.1%} in one interval (aborted below "
                                f"-{self.s.guard.abort_fraction:.0%})")
-                        if trial.what == ADVICE:
-                            self._advice_failed[config_key(trial.config)] = AbortedAdvice(self.seq, gain,
-                                                                                          trial.reference)
                     else:
                         why = f"the change measured {gain:+.1%} (needs {g.last_needed:+.1%})"
                     self._change(g.best, "revert", f"back to the best known configuration: {why}", gain=gain)
@@ -438,9 +421,8 @@ class Tuner:
         if cfg == self.config:
             self._event("model", f"already at the advised configuration: {why}")
             return
-        failed = self._advice_failed.get(config_key(cfg))
-        if failed is not None and failed.reference > 0 and self.baseline is not None \
-                and abs(self.baseline / failed.reference - 1.0) < self.s.guard.abort_fraction:
+        failed = self.guard.aborted_here(cfg)
+        if failed is not None:
             self._event("model", f"advice not applied: {why}; the same configuration measured {failed.gain:+.1%} "
                         f"at interval {failed.seq} of this run and was aborted, against a baseline within "
                         f"{self.s.guard.abort_fraction:.0%} of this phase's")

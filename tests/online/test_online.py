@@ -262,6 +262,20 @@ def test_aborted_advice_is_not_applied_again_when_its_lingering_damage_looks_lik
     assert result.final_config[rate.name] == 65536
 
 
+def test_an_aborted_trial_stays_refused_across_phases_until_the_level_moves() -> None:
+    g = Guard(GuardSettings(settle_intervals=0, abort_fraction=0.05))
+    g.new_phase({"k": 1})
+    g.best_level = 100.0
+    g.start_trial({"k": 2}, 0, "k up", "k")
+    assert g.judge(1, 60.0) == ("reject", pytest.approx(-0.4)) and g.last_aborted
+    g.new_phase({"k": 1})  # a new phase clears the tabu list, not the abort
+    g.best_level = 103.0
+    assert not g.allowed("k", {"k": 2}) and g.aborted_here({"k": 2}) == (1, pytest.approx(-0.4), 100.0)
+    assert g.allowed("k", {"k": 3})
+    g.best_level = 80.0  # the workload moved: the verdict is stale
+    assert g.allowed("k", {"k": 2}) and g.aborted_here({"k": 2}) is None
+
+
 def test_guard_aborts_a_collapse_at_once_and_asks_more_of_a_noisy_gain() -> None:
     g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=4, accept_margin=0.01, abort_fraction=0.05,
                             noise_z=1.0))
