@@ -3,6 +3,7 @@
     python benchmarks/tune_loo.py [--backends autonuma,tpp] [--workloads gups,btree] [--budget 16]
                                   [--trial-duration 180] [--duration 1800] [--screen] [--seed 0]
                                   [--agent shipped|none|FILE] [--db-dir DIR] [--clear 0.02]
+                                  [--guard KEY=VALUE ...]
 
 For each backend: sweep the suite once (``ptmt.offline.suite_db``; reused when --db-dir already
 holds it), then for each workload W fit the query model without W's trials and tune W for
@@ -18,6 +19,7 @@ Prints one row per (backend, workload), then per backend: the pairs whose held g
 from __future__ import annotations
 
 import argparse
+import copy
 import tempfile
 import time
 from pathlib import Path
@@ -28,7 +30,10 @@ from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_dat
 from ptmt.online.agent import load_agent, shipped_agent_path
 from ptmt.catalog import Value
 from ptmt.evaluation.suite import sweep_best_configs
+from ptmt.errors import ConfigError
+from ptmt.online.guard import GuardSettings
 from ptmt.online.simrun import SimSetup, run_static, tune_sim
+from ptmt.online.tuner import TuneSettings
 from ptmt.sim.specs import builtin_names
 
 
@@ -48,6 +53,20 @@ def held_headroom(backend: str, setup: SimSetup, config: dict[str, Value], durat
     return sum(series) / len(series) / default_objective - 1.0
 
 
+def _setting(kv: str) -> tuple[str, float | int]:
+    """``key=value`` of --guard: an integer where it reads as one, else a number."""
+    key, sep, raw = kv.partition("=")
+    if not sep:
+        raise ValueError(f"--guard {kv!r}: expected KEY=VALUE")
+    try:
+        return key, int(raw)
+    except ValueError:
+        try:
+            return key, float(raw)
+        except ValueError:
+            raise ValueError(f"--guard {kv!r}: {raw!r} is not a number") from None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="autonuma,tpp,colloid,upm")
@@ -61,10 +80,16 @@ def main() -> None:
                     help="shipped (the backend's shipped agent, if any), none (coordinate search) or an agent file")
     ap.add_argument("--db-dir", type=Path, default=None, help="keep (and reuse) the suite databases here")
     ap.add_argument("--seed", type=int, default=0, help="the simulated machine's seed (tuned, default and held runs)")
+    ap.add_argument("--guard", action="append", default=[], metavar="KEY=VALUE",
+                    help="a guard setting for the tuning runs (repeatable; docs/tuning.md lists them)")
     ap.add_argument("--clear", type=float, default=0.02, help="a held gain above this is headroom (fraction)")
     args = ap.parse_args()
     if args.agent not in ("shipped", "none") and not Path(args.agent).is_file():
         ap.error(f"--agent {args.agent}: no such agent file (or use shipped / none)")
+    try:
+        guard = GuardSettings.from_mapping(dict(_setting(kv) for kv in args.guard))
+    except (ConfigError, ValueError) as exc:
+        ap.error(str(exc))
     workloads = args.workloads.split(",") if args.workloads else builtin_names("workloads")
     db_dir = args.db_dir or Path(tempfile.mkdtemp(prefix="ptmt-loo-"))
     db_dir.mkdir(parents=True, exist_ok=True)
@@ -83,7 +108,8 @@ def main() -> None:
         for w in workloads:
             setup = SimSetup(workload=w, seed=args.seed)
             report = tune_sim(backend, setup, duration=args.duration, interval=10,
-                              query_model=leave_one_out(table, backend, w), agent=agent)
+                              query_model=leave_one_out(table, backend, w), agent=agent,
+                              settings=TuneSettings(guard=copy.deepcopy(guard)))
             head, best = sweep_headroom(table, w), sweep_best_configs(table[table["workload"] == w])
             held = held_headroom(backend, setup, best[0], args.duration, report.default_objective) if best else None
             rows.append((held, report.improvement))

@@ -39,7 +39,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -60,6 +60,10 @@ _EPS = 1e-9
 
 class ModelError(PtmtError):
     """The model cannot be fitted, read or used."""
+
+
+class NothingLeft(ModelError):
+    """A query that excluded every candidate configuration."""
 
 
 class ModelMismatch(ModelError):
@@ -216,9 +220,15 @@ class QueryModel:
         z = (x - self.a["mean"]) / self.a["scale"]
         return z * self._sqrt_w  # NaN where not measured: see query()
 
-    def query(self, fp: Any, *, k: int | None = None, method: str | None = None) -> QueryResult:
-        """Best known configuration for the workload whose fingerprint is *fp*."""
+    def query(self, fp: Any, *, k: int | None = None, method: str | None = None,
+              exclude: Collection[Mapping[str, Any]] = ()) -> QueryResult:
+        """Best known configuration for the workload whose fingerprint is *fp*, leaving out the
+        configurations in *exclude* (the tuner asks again after its first advice measured badly;
+        :class:`NothingLeft` when that excludes every candidate)."""
         method = method or self.method
+        names = sorted({n for c in self.configs for n in c})
+        banned = {_config_key(c, names) for c in exclude}
+        allowed = np.array([_config_key(c, names) not in banned for c in self.configs], bool)
         k = k or int(self.meta["knn_k"])
         z = self.embed(fp)
         a = self.a
@@ -242,7 +252,10 @@ class QueryModel:
         votes /= votes.sum()
         closeness = max(0.0, 1.0 - dist / thr) if thr > 0 else 0.0
         if method == "original":
-            best = idx[int(a["point_perf"][idx].argmax())]
+            ok = allowed[a["point_config"][idx]]
+            if not ok.any():
+                raise NothingLeft("every configuration near this fingerprint is excluded")
+            best = idx[ok][int(a["point_perf"][idx][ok].argmax())]
             cfg = int(a["point_config"][best])
             gain = float(a["point_rel"][best]) - 1.0
             identity = float(votes[a["point_workload"][best]])
@@ -250,7 +263,9 @@ class QueryModel:
         elif method == "workload":
             matched = np.flatnonzero(votes > 0)
             pi = votes[matched]
-            scores = pi @ a["rel_table"][matched]
+            scores = np.where(allowed, pi @ a["rel_table"][matched], -np.inf)
+            if not allowed.any():
+                raise NothingLeft("every configuration of the database is excluded")
             cfg = int(scores.argmax())
             gain = float(scores[cfg]) - 1.0
             identity = float(pi.max())

@@ -67,6 +67,13 @@ class GuardSettings:
     #: trial moves left for the phase once the database's advice has been measured and kept: good
     #: advice is exploited, not explored away (the coarse pass is skipped too); 0 = stop exploring
     confirmed_budget: int = 4
+    #: kept advice is confirmed (exploited, not explored: confirmed_budget) only when it measured at
+    #: least this much; a small gain may be the start-up drift the warm-up baseline missed, and a
+    #: phase that stops exploring on it keeps a fraction of what the workload offers
+    confirm_gain: float = 0.05
+    #: database advice tried per phase: when an advised configuration does not pay, the database is
+    #: asked again for the best configuration it has not tried (1 = the first answer only)
+    advice_tries: int = 2
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

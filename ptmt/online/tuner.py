@@ -5,8 +5,9 @@
    and the workload's fingerprint.
 2. **Ask the database.** The offline query model (``ptmt.offline.model``) maps the fingerprint to
    the best configuration known for similar workloads. When it is confident (and the workload is
-   not an outlier) that configuration is applied as one change and judged like any other; when the
-   workload is an outlier the agent gets a larger exploration budget.
+   not an outlier) that configuration is applied as one change and judged like any other; when it
+   does not pay, the database's next best configuration for the same fingerprint is tried
+   (``advice_tries``); when the workload is an outlier the agent gets a larger exploration budget.
 3. **Fine-tune.** Every interval the agent (``ptmt.online.agent``) ranks the moves "one knob one
    rung up or down, or stay" from the observation; the guard (``ptmt.online.guard``) lets a move
    through only within its budget and off its tabu list, judges it after it settles, keeps it when
@@ -38,6 +39,7 @@ from ptmt.errors import KernelRejected, PtmtError, ValidationError
 from ptmt.journal import Journal
 from ptmt.offline.fingerprint import as_dict as fp_dict
 from ptmt.offline.fingerprint import fingerprint
+from ptmt.offline.model import NothingLeft
 from ptmt.online import observation
 from ptmt.online.guard import Guard, GuardSettings, config_key
 from ptmt.online.knobspace import KnobSpace, Move
@@ -165,6 +167,10 @@ class Tuner:
         self._far_tried: set[tuple[str, int]] = set()
         #: the database's advice was measured and kept this phase: exploit it (confirmed_budget)
         self._advice_confirmed = False
+        #: the configurations advised this phase, and whether to ask the database again (advice_tries)
+        self._advice_tried: list[dict[str, Value]] = []
+        self._advice_again = False
+        self._phase_fp: np.ndarray | None = None
         #: knobs no longer managed this run (an administrator set them, or they vanished), with their value
         self.released: dict[str, Value] = {}
         #: called before the originals are restored (the service's last check for an administrator's writes)
@@ -352,11 +358,14 @@ class Tuner:
                 what, gain = verdict
                 if what == "keep":
                     why = f"kept {trial.what}: {gain:+.1%} over {self.s.guard.evaluate_intervals} intervals"
-                    if trial.what == ADVICE and not self._advice_confirmed:
+                    if trial.what == ADVICE and not self._advice_confirmed and gain >= self.s.guard.confirm_gain:
                         self._advice_confirmed = True
                         g.budget = min(g.budget, self.s.guard.confirmed_budget)
                         why += (f"; the advice is confirmed: no coarse pass this phase, exploration budget "
                                 f"{g.budget}")
+                    elif trial.what == ADVICE and not self._advice_confirmed:
+                        why += (f"; below {self.s.guard.confirm_gain:+.0%} the advice is not confirmed: the "
+                                f"phase explores on, exploration budget {g.budget}")
                     self._event("keep", why, gain=gain)
                 else:
                     if g.last_aborted:
@@ -365,6 +374,8 @@ class Tuner:
                     else:
                         why = f"the change measured {gain:+.1%} (needs {g.last_needed:+.1%})"
                     self._change(g.best, "revert", f"back to the best known configuration: {why}", gain=gain)
+                    self._advice_again = (trial.what == ADVICE
+                                          and len(self._advice_tried) < self.s.guard.advice_tries)
             return
         if self.phase.update(fp, value):
             self.phase_no += 1
@@ -388,48 +399,62 @@ class Tuner:
         """Baseline of the new phase, then the database's advice."""
         self._far_tried = set()
         self._advice_confirmed = False
+        self._advice_tried, self._advice_again, self._phase_fp = [], False, fp
         warm = self._warm[self.s.guard.warmup_discard:] or self._warm
         self.baseline = sum(warm) / len(warm) if warm else self.previous
-        outlier = False
-        advice = None
-        if self.query_model is not None and self.s.use_model:
-            try:
-                advice = self.query_model.query(fp)
-            except PtmtError as exc:
-                self._event("error", f"offline model query failed: {exc}")
-        if advice is not None:
-            outlier = bool(advice.outlier)
+        advice = self._query(fp)
+        outlier = advice is not None and bool(advice.outlier)
         self.guard.new_phase(self.config, outlier=outlier)
         self.phase.new_phase(config_key(self.config), fp, self.baseline)
         if self.baseline is not None:
             self.guard.best_level = self.baseline
-        if advice is None:
-            return
+        if advice is not None:
+            self._advise(advice)
+
+    def _query(self, fp: np.ndarray, exclude: Sequence[Mapping[str, Value]] = ()) -> Any | None:
+        if self.query_model is None or not self.s.use_model:
+            return None
+        try:
+            return self.query_model.query(fp, exclude=exclude) if exclude else self.query_model.query(fp)
+        except NothingLeft:
+            return None
+        except PtmtError as exc:
+            self._event("error", f"offline model query failed: {exc}")
+            return None
+
+    def _advise(self, advice: Any, again: bool = False) -> bool:
+        """Try *advice* as one change when it clears the bar; True if it was applied."""
         cfg = self._coerce(advice.configuration)
         top = ", ".join(f"{w} {p:.0%}" for w, p in list(advice.workloads.items())[:2])
         why = (f"model suggests {advice.expected_gain:+.0%} for cluster {advice.cluster} "
                f"(confidence {advice.confidence:.2f}; like {top})")
-        if outlier:
+        if again:
+            why = f"the previous advice did not pay; next best: {why}"
+        if advice.outlier:
             self._event("model", f"workload is an outlier for the database (distance {advice.distance:.1f} > "
                         f"{advice.threshold:.1f}): not applying its advice, exploration budget "
                         f"{self.guard.budget}", **advice.as_dict())
-            return
+            return False
         if advice.confidence < self.s.guard.model_confidence or advice.expected_gain < self.s.guard.model_min_gain:
             self._event("model", f"advice not applied: {why} is below the bar (confidence "
                         f"{self.s.guard.model_confidence}, gain {self.s.guard.model_min_gain:+.0%})")
-            return
+            return False
         if cfg == self.config:
             self._event("model", f"already at the advised configuration: {why}")
-            return
+            return False
+        if cfg in self._advice_tried:
+            return False  # a model that ignores *exclude*: its one answer has had its chance
         failed = self.guard.aborted_here(cfg)
         if failed is not None:
             self._event("model", f"advice not applied: {why}; the same configuration measured {failed.gain:+.1%} "
                         f"at interval {failed.seq} of this run and was aborted, against a baseline within "
                         f"{self.s.guard.abort_fraction:.0%} of this phase's")
-            return
+            return False
+        self._advice_tried.append(cfg)
         self.guard.start_trial(cfg, self.seq, ADVICE)
         self._change(cfg, "model", why, expected_gain=advice.expected_gain, confidence=advice.confidence,
                      cluster=advice.cluster)
+        return True
 
     def _coerce(self, config: Mapping[str, Any]) -> dict[str, Value]:
         typed = {}
@@ -472,6 +497,11 @@ class Tuner:
 
     def _explore(self, sample: Sample, value: float | None, fp: np.ndarray) -> None:
         g = self.guard
+        if self._advice_again:  # advice is not exploration: it spends no budget
+            self._advice_again = False
+            advice = self._query(self._phase_fp, exclude=self._advice_tried)
+            if advice is not None and self._advise(advice, again=True):
+                return
         if g.budget <= 0:
             return
         candidates: list[tuple[int, float]] = []

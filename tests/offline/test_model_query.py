@@ -13,7 +13,7 @@ from ptmt.catalog import load_catalog
 from ptmt.db import open_storage
 from ptmt.offline import synthetic
 from ptmt.offline.fingerprint import FEATURE_NAMES, FINGERPRINT_VERSION, fingerprint, fingerprint_frame
-from ptmt.offline.model import ModelMismatch, evaluate, fit, load_model, load_table
+from ptmt.offline.model import ModelMismatch, NothingLeft, evaluate, fit, load_model, load_table
 from ptmt.telemetry import Sample
 
 CAT = load_catalog("autonuma")
@@ -65,6 +65,21 @@ def test_known_cluster_gets_its_best_configuration(model, table, workload: str, 
 def test_original_method_is_available(model, table) -> None:
     r = model.query(_fp(table, "hot-0"), method="original")
     assert r.method == "original" and set(r.configuration) == set(CAT.knobs)
+
+
+@pytest.mark.parametrize("method", ["workload", "original"])
+def test_query_excluding_configurations_gives_the_next_best(model, table, method: str) -> None:
+    """The tuner asks again after advice that did not pay: the answer is never an excluded
+    configuration, ranks no better than the first, and nothing left to offer is an error."""
+    fp = _fp(table, "hot-1")
+    first = model.query(fp, method=method)
+    second = model.query(fp, method=method, exclude=[first.configuration])
+    assert second.configuration != first.configuration
+    assert second.expected_gain <= first.expected_gain
+    as_ints = {k: int(v) for k, v in first.configuration.items()}  # typed as the tuner holds them
+    assert model.query(fp, method=method, exclude=[as_ints]).configuration == second.configuration
+    with pytest.raises(NothingLeft, match="excluded"):
+        model.query(fp, method=method, exclude=model.configs)
 
 
 def test_foreign_fingerprint_is_an_outlier(model, table) -> None:

@@ -13,6 +13,7 @@ from ptmt.backends.registry import backend_for
 from ptmt.catalog import load_catalog
 from ptmt.errors import ConfigError, PtmtError
 from ptmt.journal import Journal
+from ptmt.offline.model import NothingLeft
 from ptmt.online.agent import AgentMismatch, load_agent, train
 from ptmt.online.env import Scenario, SimTuningEnv
 from ptmt.online.guard import Guard, GuardSettings
@@ -174,7 +175,9 @@ def _advising(knob: str, value: int, like: str) -> type:
     from types import SimpleNamespace
 
     class Advisor:
-        def query(self, fp):
+        def query(self, fp, exclude=()):
+            if {knob: value} in [{knob: c.get(knob)} for c in exclude]:
+                raise NothingLeft("the one configuration is excluded")
             return SimpleNamespace(configuration={knob: value}, expected_gain=0.2, confidence=0.9, cluster=0,
                                    workloads={like: 1.0}, outlier=False, distance=0.1, threshold=1.0,
                                    as_dict=dict)
@@ -184,12 +187,13 @@ def _advising(knob: str, value: int, like: str) -> type:
 
 def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None:
     """Advice that measures well cuts the phase's exploration to ``confirmed_budget`` one-rung moves
-    and skips the far ends; advice that does not pay leaves the coarse pass to do its work."""
+    and skips the far ends; advice that does not pay, or pays less than ``confirm_gain``, leaves the
+    coarse pass to do its work."""
     cat = load_catalog("autonuma")
     rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
     Advisor = _advising(rate.name, 256, like="gups")
 
-    def tune(pays: bool, confirmed: int, where: str):
+    def tune(pays: bool, confirmed: int, where: str, at_advice: float = 120.0):
         host = SimHost(tmp_path / where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6,
                        persist=False)
 
@@ -197,7 +201,7 @@ def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None
             unit = "ops/s"
 
             def measure(self, host_, sample) -> float:
-                return 120.0 if pays and host.fs.read(rate.path).strip() == "256" else 100.0
+                return at_advice if pays and host.fs.read(rate.path).strip() == "256" else 100.0
 
             def describe(self) -> str:
                 return "pays at the advice" if pays else "flat"
@@ -217,6 +221,11 @@ def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None
         assert len(trials) == confirmed
         assert not any("far end" in e.reason for e in result.events)
         assert result.final_config[rate.name] == 256
+    small = tune(True, 2, "small", at_advice=103.0)  # kept, but +3% is below confirm_gain (+5%)
+    keep = next(e for e in small.events if e.kind == "keep")
+    assert keep.reason == ("kept model advice: +3.0% over 4 intervals; below +5% the advice is not confirmed: "
+                           "the phase explores on, exploration budget 16")
+    assert sum("far end" in e.reason for e in small.events if e.kind == "explore") >= 3
     flat = tune(False, 2, "flat")
     assert any(e.kind == "revert" and e.knob == rate.name for e in flat.events)  # the advice did not pay
     assert sum("far end" in e.reason for e in flat.events if e.kind == "explore") >= 3
@@ -260,6 +269,59 @@ def test_aborted_advice_is_not_applied_again_when_its_lingering_damage_looks_lik
     assert refused and refused[0].endswith("the same configuration measured -40.0% at interval 8 of this run "
                                            "and was aborted, against a baseline within 5% of this phase's")
     assert result.final_config[rate.name] == 65536
+
+
+def test_advice_that_does_not_pay_is_followed_by_the_databases_next_best(tmp_path: Path) -> None:
+    """When the advised configuration measures worse, the database is asked again without it
+    (``advice_tries``); the second answer is applied, judged and kept when it pays."""
+    from types import SimpleNamespace
+
+    cat = load_catalog("autonuma")
+    rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
+
+    class TwoAnswers:
+        """Advises rate 256 (+20%), and rate 1024 (+10%) once 256 is excluded."""
+
+        def query(self, fp, exclude=()):
+            tried = {c.get(rate.name) for c in exclude}
+            value, gain = next(((v, g) for v, g in ((256, 0.2), (1024, 0.1)) if v not in tried), (None, 0))
+            if value is None:
+                raise NothingLeft("both configurations are excluded")
+            return SimpleNamespace(configuration={rate.name: value}, expected_gain=gain, confidence=0.9, cluster=2,
+                                   workloads={"stream": 1.0}, outlier=False, distance=0.1, threshold=1.0,
+                                   as_dict=dict)
+
+    def tune(tries: int, where: str):
+        host = SimHost(tmp_path / where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6,
+                       persist=False)
+
+        class Objective:
+            unit = "ops/s"
+
+            def measure(self, host_, sample) -> float:
+                return {"256": 90.0, "1024": 115.0}.get(host.fs.read(rate.path).strip(), 100.0)
+
+            def describe(self) -> str:
+                return "loses at the first advice, pays at the second"
+
+        guard = GuardSettings(advice_tries=tries, exploration_budget=0, noise_z=0.0)
+        tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / where / "state"), objective=Objective(),
+                      space=KnobSpace(cat), query_model=TwoAnswers(),
+                      settings=TuneSettings(interval=10, duration=300, guard=guard))
+        return tuner.run()
+
+    result = tune(2, "two")
+    advised = [e for e in result.events if e.kind == "model" and e.knob == rate.name]
+    assert [e.new for e in advised] == ["256", "1024"]
+    assert advised[1].reason == ("the previous advice did not pay; next best: model suggests +10% for cluster 2 "
+                                 "(confidence 0.90; like stream 100%)")
+    kinds = [e.kind for e in result.events if e.knob == rate.name]
+    assert kinds == ["model", "revert", "model"]
+    assert next(e for e in result.events if e.kind == "keep").reason.startswith("kept model advice: +15.0%")
+    assert result.final_config[rate.name] == 1024
+    once = tune(1, "one")
+    assert [e.new for e in once.events if e.kind == "model" and e.knob == rate.name] == ["256"]
+    assert once.final_config[rate.name] == 65536
 
 
 def test_an_aborted_trial_stays_refused_across_phases_until_the_level_moves() -> None:
