@@ -53,11 +53,13 @@ def held_headroom(backend: str, setup: SimSetup, config: dict[str, Value], durat
     return sum(series) / len(series) / default_objective - 1.0
 
 
-def _setting(kv: str) -> tuple[str, float | int]:
-    """``key=value`` of --guard: an integer where it reads as one, else a number."""
+def _setting(kv: str) -> tuple[str, bool | float | int]:
+    """``key=value`` of --guard: true/false, an integer where it reads as one, else a number."""
     key, sep, raw = kv.partition("=")
     if not sep:
         raise ValueError(f"--guard {kv!r}: expected KEY=VALUE")
+    if raw.lower() in ("true", "false"):
+        return key, raw.lower() == "true"
     try:
         return key, int(raw)
     except ValueError:

@@ -71,6 +71,9 @@ class GuardSettings:
     #: least this much; a small gain may be the start-up drift the warm-up baseline missed, and a
     #: phase that stops exploring on it keeps a fraction of what the workload offers
     confirm_gain: float = 0.05
+    #: once the budget is spent, measure the phase's starting configuration again as a trial
+    #: against the best known one
+    check_start: bool = True
     #: database advice tried per phase: when an advised configuration does not pay, the database is
     #: asked again for the best configuration it has not tried (1 = the first answer only)
     advice_tries: int = 2
@@ -89,7 +92,11 @@ class GuardSettings:
                 errors.append(f"At '{where}.{key}': unknown setting (allowed: {', '.join(known)})")
                 continue
             default = getattr(cls(), key)
-            if isinstance(default, int) and not isinstance(default, bool):
+            if isinstance(default, bool):
+                if not isinstance(raw, bool):
+                    errors.append(f"At '{where}.{key}': must be true or false (got {raw!r})")
+                    continue
+            elif isinstance(default, int):
                 if not isinstance(raw, int) or isinstance(raw, bool) or raw < (0 if key in _MAY_BE_ZERO else 1):
                     kind = "a non-negative integer" if key in _MAY_BE_ZERO else "a positive integer"
                     errors.append(f"At '{where}.{key}': must be {kind} (got {raw!r})")
@@ -164,8 +171,11 @@ class Guard:
         """A reading under the best known configuration: its level follows the workload (EMA)."""
         self.best_level = value if self.best_level is None else 0.7 * self.best_level + 0.3 * value
 
-    def start_trial(self, config: Mapping[str, Value], interval: int, what: str, knob: str | None = None) -> None:
-        self.trial = Trial(config, self.best_level or 0.0, interval, what)
+    def start_trial(self, config: Mapping[str, Value], interval: int, what: str, knob: str | None = None,
+                    reference: float | None = None) -> None:
+        """Judge *config* against *reference* (default: the best known level)."""
+        ref = reference if reference is not None else self.best_level
+        self.trial = Trial(config, ref or 0.0, interval, what)
         if knob is not None:
             self.moves_per_knob[knob] = self.moves_per_knob.get(knob, 0) + 1
 

@@ -324,6 +324,60 @@ def test_advice_that_does_not_pay_is_followed_by_the_databases_next_best(tmp_pat
     assert once.final_config[rate.name] == 65536
 
 
+def test_the_phases_starting_configuration_is_measured_again_once_the_budget_is_spent(tmp_path: Path) -> None:
+    """A change that measured well only while it was judged (here +6%, then 4% below the start)
+    is caught by measuring the starting configuration again when the budget is spent; with
+    ``check_start`` off the run keeps the loss, and a gain that holds is not checked."""
+    cat = load_catalog("autonuma")
+    rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
+
+    def tune(check: bool, where: str, later: float = 96.0):
+        host = SimHost(tmp_path / where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6,
+                       persist=False)
+
+        class Objective:
+            """100 at the defaults; the rate limit's far end reads 106 five times, then *later*."""
+
+            unit = "ops/s"
+            seen = 0
+
+            def measure(self, host_, sample) -> float:
+                if host.fs.read(rate.path).strip() != "256":
+                    return 100.0
+                self.seen += 1
+                return 106.0 if self.seen <= 5 else later
+
+            def describe(self) -> str:
+                return "a gain that fades"
+
+        guard = GuardSettings(exploration_budget=1, noise_z=0.0, check_start=check)
+        tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / where / "state"), objective=Objective(),
+                      space=KnobSpace(cat), settings=TuneSettings(interval=10, duration=300, guard=guard))
+        return tuner.run()
+
+    result = tune(True, "check")
+    lines = [(e.kind, e.line()) for e in result.events if e.kind in ("explore", "keep", "revert")]
+    assert lines[0] == ("explore", f"{rate.name} 65536 -> 256: coordinate search, far end of the ladder, trying; "
+                                   "exploration budget 0 left")
+    assert lines[1] == ("keep", f"kept {rate.name} to the far end: +6.0% over 4 intervals")
+    assert lines[2] == ("explore", f"{rate.name} 256 -> 65536: exploration budget spent: measuring the phase's "
+                                   "starting configuration again against the best known one")
+    assert lines[3][0] == "keep" and lines[3][1].startswith("kept the phase's starting configuration: +")
+    assert len(lines) == 4 and result.final_config[rate.name] == 65536
+    unchecked = tune(False, "unchecked")
+    assert unchecked.final_config[rate.name] == 256
+    assert not any("budget spent" in e.reason for e in unchecked.events)
+    holds = tune(True, "holds", later=106.0)  # +6% over the baseline, above confirm_gain: not in doubt
+    assert holds.final_config[rate.name] == 256
+    assert not any("budget spent" in e.reason for e in holds.events)
+
+
+def test_guard_switches_are_true_or_false() -> None:
+    assert GuardSettings.from_mapping({"check_start": False}).check_start is False
+    with pytest.raises(ConfigError, match=r"At 'guard.check_start': must be true or false \(got 1\)"):
+        GuardSettings.from_mapping({"check_start": 1})
+
+
 def test_an_aborted_trial_stays_refused_across_phases_until_the_level_moves() -> None:
     g = Guard(GuardSettings(settle_intervals=0, abort_fraction=0.05))
     g.new_phase({"k": 1})
