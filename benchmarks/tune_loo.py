@@ -25,12 +25,14 @@ import time
 from pathlib import Path
 
 import pandas as pd
+import yaml
 
 from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_database_name, suite_table
 from ptmt.online.agent import load_agent, shipped_agent_path
 from ptmt.catalog import Value
 from ptmt.evaluation.suite import sweep_best_configs
-from ptmt.errors import ConfigError
+from ptmt.cli_common import parse_sets
+from ptmt.errors import PtmtError
 from ptmt.online.guard import GuardSettings
 from ptmt.online.simrun import SimSetup, run_static, tune_sim
 from ptmt.online.tuner import TuneSettings
@@ -53,22 +55,6 @@ def held_headroom(backend: str, setup: SimSetup, config: dict[str, Value], durat
     return sum(series) / len(series) / default_objective - 1.0
 
 
-def _setting(kv: str) -> tuple[str, bool | float | int]:
-    """``key=value`` of --guard: true/false, an integer where it reads as one, else a number."""
-    key, sep, raw = kv.partition("=")
-    if not sep:
-        raise ValueError(f"--guard {kv!r}: expected KEY=VALUE")
-    if raw.lower() in ("true", "false"):
-        return key, raw.lower() == "true"
-    try:
-        return key, int(raw)
-    except ValueError:
-        try:
-            return key, float(raw)
-        except ValueError:
-            raise ValueError(f"--guard {kv!r}: {raw!r} is not a number") from None
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="autonuma,tpp,colloid,upm")
@@ -88,9 +74,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.agent not in ("shipped", "none") and not Path(args.agent).is_file():
         ap.error(f"--agent {args.agent}: no such agent file (or use shipped / none)")
-    try:
-        guard = GuardSettings.from_mapping(dict(_setting(kv) for kv in args.guard))
-    except (ConfigError, ValueError) as exc:
+    try:  # values read as in the service's YAML file: true, 2, 0.05
+        sets = parse_sets(args.guard, option="--guard", key="KEY")
+        guard = GuardSettings.from_mapping({k: yaml.safe_load(v) for k, v in sets.items()})
+    except PtmtError as exc:
         ap.error(str(exc))
     workloads = args.workloads.split(",") if args.workloads else builtin_names("workloads")
     db_dir = args.db_dir or Path(tempfile.mkdtemp(prefix="ptmt-loo-"))

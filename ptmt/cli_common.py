@@ -75,12 +75,12 @@ def catalog_dirs(dirs: list[Path] | None) -> list[str]:
     return [str(d) for d in dirs or []]
 
 
-def parse_sets(sets: list[str]) -> dict[str, str]:
+def parse_sets(sets: list[str], option: str = "--set", key: str = "KNOB") -> dict[str, str]:
     parsed: dict[str, str] = {}
     for item in sets:
         name, sep, value = item.partition("=")
         if not sep or not name.strip():
-            raise PtmtError(f"--set expects KNOB=VALUE (got {item!r})")
+            raise PtmtError(f"{option} expects {key}=VALUE (got {item!r})")
         parsed[name.strip()] = value.strip()
     return parsed
 

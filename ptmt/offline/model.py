@@ -169,6 +169,8 @@ class QueryModel:
 
         a = self.a
         self._sqrt_w = np.sqrt(a["weights"])
+        self._knob_names = sorted({n for c in self.configs for n in c})
+        self._config_keys = [_config_key(c, self._knob_names) for c in self.configs]
         self._trees = []
         self._members = []
         for c in range(len(a["centroids"])):
@@ -226,9 +228,8 @@ class QueryModel:
         configurations in *exclude* (the tuner asks again after its first advice measured badly;
         :class:`NothingLeft` when that excludes every candidate)."""
         method = method or self.method
-        names = sorted({n for c in self.configs for n in c})
-        banned = {_config_key(c, names) for c in exclude}
-        allowed = np.array([_config_key(c, names) not in banned for c in self.configs], bool)
+        banned = {_config_key(c, self._knob_names) for c in exclude}
+        allowed = np.array([key not in banned for key in self._config_keys], bool)
         k = k or int(self.meta["knn_k"])
         z = self.embed(fp)
         a = self.a

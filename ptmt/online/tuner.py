@@ -366,14 +366,15 @@ class Tuner:
                 what, gain = verdict
                 if what == "keep":
                     why = f"kept {trial.what}: {gain:+.1%} over {self.s.guard.evaluate_intervals} intervals"
-                    if trial.what == ADVICE and not self._advice_confirmed and gain >= self.s.guard.confirm_gain:
-                        self._advice_confirmed = True
-                        g.budget = min(g.budget, self.s.guard.confirmed_budget)
-                        why += (f"; the advice is confirmed: no coarse pass this phase, exploration budget "
-                                f"{g.budget}")
-                    elif trial.what == ADVICE and not self._advice_confirmed:
-                        why += (f"; below {self.s.guard.confirm_gain:+.0%} the advice is not confirmed: the "
-                                f"phase explores on, exploration budget {g.budget}")
+                    if trial.what == ADVICE and not self._advice_confirmed:
+                        if gain >= self.s.guard.confirm_gain:
+                            self._advice_confirmed = True
+                            g.budget = min(g.budget, self.s.guard.confirmed_budget)
+                            why += (f"; the advice is confirmed: no coarse pass this phase, exploration budget "
+                                    f"{g.budget}")
+                        else:
+                            why += (f"; below {self.s.guard.confirm_gain:+.0%} the advice is not confirmed: "
+                                    f"the phase explores on, exploration budget {g.budget}")
                     self._event("keep", why, gain=gain)
                 else:
                     if g.last_aborted:
@@ -424,7 +425,7 @@ class Tuner:
         if self.query_model is None or not self.s.use_model:
             return None
         try:
-            return self.query_model.query(fp, exclude=exclude) if exclude else self.query_model.query(fp)
+            return self.query_model.query(fp, exclude=exclude)
         except NothingLeft:
             return None
         except PtmtError as exc:
@@ -452,7 +453,7 @@ class Tuner:
             self._event("model", f"already at the advised configuration: {why}")
             return False
         if cfg in self._advice_tried:
-            return False  # a model that ignores *exclude*: its one answer has had its chance
+            return False  # another raw configuration that snaps to one already tried on this ladder
         failed = self.guard.aborted_here(cfg)
         if failed is not None:
             self._event("model", f"advice not applied: {why}; the same configuration measured {failed.gain:+.1%} "
