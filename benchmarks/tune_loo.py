@@ -6,7 +6,7 @@
                                   [--guard KEY=VALUE ...]
 
 For each backend: sweep the suite once (``ptmt.offline.suite_db``; reused when --db-dir already
-holds it), then for each workload W fit the query model without W's trials and tune W for
+holds it for the same simulator: the file name carries its digest), then for each workload W fit the query model without W's trials and tune W for
 --duration simulated seconds against the same-seed defaults. Two columns say whether there was
 anything to find, both from W's own sweep, which the advising model never saw: "sweep" is its best
 trial's gain (a --trial-duration run from a cold start), "held" is that best configuration set

@@ -28,6 +28,7 @@ import yaml
 from ptmt.catalog import Value, load_catalog
 from ptmt.online.knobspace import KnobSpace
 from ptmt.online.simrun import SimSetup, run_static, tune_sim
+from ptmt.sim.digest import simulator_digest
 from ptmt.sim.specs import resolve
 
 METHODS = ("default", "hybrid", "rl_only", "db_only", "random", "tpe", "oracle", "phase_oracle")
@@ -100,8 +101,9 @@ def phase_segments(workload: str, n_intervals: int, interval: float) -> list[tup
 
 def sweep_oracle(backend: str, setup: SimSetup, grid: Sequence[Mapping[str, Value]], *, duration: float,
                  interval: float, cache: Path | None = None) -> list[dict[str, Any]]:
-    """Static runs of every grid configuration: ``[{"config", "series"}]`` (cached as JSON)."""
-    key = hashlib.sha256(json.dumps([backend, setup.workload, setup.seed, duration, interval,
+    """Static runs of every grid configuration: ``[{"config", "series"}]`` (cached as JSON, keyed by
+    the simulator's digest as well: a new simulator runs them again)."""
+    key = hashlib.sha256(json.dumps([backend, setup.workload, setup.seed, duration, interval, simulator_digest(),
                                      list(map(dict, grid))], sort_keys=True, default=str).encode()).hexdigest()[:16]
     path = cache / f"oracle-{backend}-{setup.workload}-s{setup.seed}-{key}.json" if cache else None
     if path and path.is_file():

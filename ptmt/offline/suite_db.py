@@ -29,8 +29,12 @@ SCREEN_BUDGET = 64
 
 
 def suite_database_name(backend: str, budget: int, duration: float, screen: bool = False) -> str:
-    """The file name a suite database is cached under: what built it (``tpp-16-180.db``, ``tpp-16s-180.db``)."""
-    return f"{backend}-{budget}{'s' if screen else ''}-{int(duration)}.db"
+    """The file name a suite database is cached under: what built it (``tpp-16-180-<sim>.db``,
+    ``tpp-16s-180-<sim>.db``), ``<sim>`` the simulator's digest, so that a database an earlier
+    simulator filled is never reused."""
+    from ptmt.sim.digest import simulator_digest
+
+    return f"{backend}-{budget}{'s' if screen else ''}-{int(duration)}-{simulator_digest()}.db"
 
 
 def _worker(preps: list[Prepared], offset: int, url: str) -> None:
