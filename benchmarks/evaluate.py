@@ -3,11 +3,15 @@
     python benchmarks/evaluate.py [--backends autonuma,upm] [--workloads gups,btree] [--methods ...]
         [--seeds 0,1] [--duration 1800] [--interval 10] [--oracle-knobs 3] [--workers 2]
         [--cache-dir DIR] [--markdown docs/results.md] [--json results.json]
+    python benchmarks/evaluate.py --from-json eval-tpp.json,eval-upm.json [--markdown FILE]
 
 Per backend the suite is swept once (``ptmt.offline.suite_db``, cached in --cache-dir); PTMT's query
 model for workload W is fitted without W's trials (leave-one-workload-out). Every method runs on
 the same seed for the same simulated time and is compared with that seed's default run. See
 ``ptmt.evaluation.suite`` for the oracle grid and the metrics, docs/results.md for a measured table.
+The output ends with the per-backend averages and the targets judged on them
+(``ptmt.evaluation.summary``); ``--from-json`` renders them again from earlier runs' JSON files
+(one per backend, say, run side by side), without running anything.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from ptmt.evaluation import suite as ev
+from ptmt.evaluation.summary import summary_markdown
 from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_database_name, suite_table
 from ptmt.online.agent import load_agent, shipped_agent_path
 from ptmt.online.simrun import SimSetup, run_static
@@ -116,6 +121,27 @@ def markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
+def render_saved(paths: list[Path], out: Path | None) -> None:
+    """The table, averages and targets of earlier runs' JSON files, rendered together."""
+    rows: list[dict[str, Any]] = []
+    methods: list[str] = []
+    for p in paths:
+        try:
+            data = json.loads(p.read_text())
+            rows += data["rows"]
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            sys.exit(f"{p}: not an evaluate.py --json file ({exc})")
+        methods += [m for m in ev.METHODS if m not in methods and any(r["method"] == m for r in data["rows"])]
+    methods = [m for m in ev.METHODS if m in methods]
+    keys = [(r["backend"], r["workload"], r["method"]) for r in rows]
+    if len(keys) != len(set(keys)):
+        sys.exit("the JSON files overlap (the same backend, workload and method twice)")
+    table = markdown(rows, methods) + "\n" + summary_markdown(rows, methods)
+    print(table)
+    if out:
+        out.write_text(table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="autonuma,tpp,colloid,upm")
@@ -133,8 +159,13 @@ def main() -> None:
     ap.add_argument("--cache-dir", type=Path, default=Path(".ptmt-eval-cache"))
     ap.add_argument("--markdown", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--from-json", default=None,
+                    help="comma-separated JSON files of earlier runs: render their rows together, run nothing")
     a = ap.parse_args()
     a.methods = a.methods.split(",")
+    if a.from_json:
+        render_saved([Path(p) for p in a.from_json.split(",")], a.markdown)
+        return
     bad = set(a.methods) - set(ev.METHODS)
     if bad:
         sys.exit(f"unknown methods: {', '.join(sorted(bad))} (have {', '.join(ev.METHODS)})")
@@ -159,7 +190,7 @@ def main() -> None:
         results = [_job(j) for j in jobs]
     rows = aggregate(results, a.methods)
     wall = time.perf_counter() - t0
-    table = markdown(rows, a.methods)
+    table = markdown(rows, a.methods) + "\n" + summary_markdown(rows, a.methods)
     print(table)
     print(f"wall time {wall:.0f} s")
     if a.json:

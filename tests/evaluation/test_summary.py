@@ -1,0 +1,68 @@
+"""The per-backend averages and the targets judged on them (ptmt.evaluation.summary)."""
+
+from __future__ import annotations
+
+import pytest
+
+from ptmt.evaluation.summary import Verdict, backend_means, check_targets, summary_markdown
+
+
+def row(backend: str, workload: str, method: str, imp: float, frac: float | None = None) -> dict:
+    return {"backend": backend, "workload": workload, "method": method, "improvement": imp,
+            "headroom_fraction": frac}
+
+
+def rows_for(backend: str, hybrid: dict[str, float], oracle: dict[str, float], phased: tuple[str, ...] = (),
+             baseline: float = 0.0) -> list[dict]:
+    out = []
+    for w, o in oracle.items():
+        frac = hybrid[w] / o if o > 0.01 else None
+        out += [row(backend, w, "default", 0.0), row(backend, w, "hybrid", hybrid[w], frac),
+                row(backend, w, "oracle", o), row(backend, w, "rl_only", baseline, baseline / o if frac else None),
+                row(backend, w, "tpe", baseline - 0.01)]
+        if w in phased:
+            out.append(row(backend, w, "phase_oracle", o + 0.02, (o + 0.02) / o))
+    return out
+
+
+def test_every_target_met_on_a_backend_that_meets_them() -> None:
+    rows = rows_for("upm", {"gups": 0.10, "btree": 0.0, "shift": 0.08}, {"gups": 0.10, "btree": 0.0, "shift": 0.07},
+                    phased=("shift",), baseline=0.01)
+    verdicts = {v.target: v for v in check_targets(rows)}
+    assert all(v.met for v in verdicts.values()), verdicts
+    assert verdicts["headroom"].detail == "107% of the oracle's headroom (mean of 2 workloads; target 90%)"
+    assert verdicts["phases"].detail == "shift +8.0% vs oracle +7.0%"
+    assert verdicts["baselines"].detail == "hybrid +6.00%; rl_only +1.00%, tpe +0.00%"
+
+
+def test_each_target_can_fail_and_says_why() -> None:
+    rows = rows_for("tpp", {"gups": 0.02, "btree": -0.03, "shift": 0.05}, {"gups": 0.10, "btree": 0.0, "shift": 0.07},
+                    phased=("shift",), baseline=0.02)
+    v = {x.target: x for x in check_targets(rows)}
+    assert v["headroom"] == Verdict("headroom", "tpp", False,
+                                    "46% of the oracle's headroom (mean of 2 workloads; target 90%)")
+    assert v["worst"] == Verdict("worst", "tpp", False, "worst workload btree -3.0% (allowed -2%)")
+    assert v["phases"].met is False and v["phases"].detail == "shift +5.0% vs oracle +7.0%"
+    assert v["baselines"].met is False and v["baselines"].detail.endswith("(not beaten: rl_only)")
+
+
+def test_nothing_to_judge_is_neither_met_nor_failed() -> None:
+    rows = [row("colloid", "stream", "hybrid", 0.0), row("colloid", "stream", "oracle", 0.0)]
+    v = {x.target: x for x in check_targets(rows)}
+    assert v["headroom"].met is None and v["headroom"].detail == "no workload with measurable oracle headroom"
+    assert v["baselines"].met is None and v["phases"].met is None
+    assert v["worst"].met is True
+    assert check_targets([row("upm", "gups", "oracle", 0.1)]) == [Verdict("run", "upm", None, "hybrid was not run")]
+
+
+def test_backend_means_and_the_markdown_agree() -> None:
+    rows = rows_for("autonuma", {"a": 0.04, "b": 0.0}, {"a": 0.05, "b": 0.0}) + \
+        rows_for("upm", {"a": 0.10, "b": 0.02}, {"a": 0.12, "b": 0.02})
+    means = {(m["backend"], m["method"]): m for m in backend_means(rows, ["hybrid", "oracle"])}
+    assert means[("autonuma", "hybrid")]["improvement"] == pytest.approx(0.02)
+    assert means[("upm", "hybrid")]["headroom_fraction"] == pytest.approx((0.10 / 0.12 + 1.0) / 2)
+    assert means[("upm", "hybrid")]["of"] == 2 and means[("autonuma", "hybrid")]["of"] == 1
+    text = summary_markdown(rows, ["default", "hybrid", "oracle"])
+    assert "| autonuma | +2.00% (80% of 1) | +2.50% |" in text
+    assert "| worst | upm | yes | worst workload b +2.0% (allowed -2%) |" in text
+    assert "| phases | upm | n/a | no workload with phases |" in text
