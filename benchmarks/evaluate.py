@@ -11,7 +11,7 @@ the same seed for the same simulated time and is compared with that seed's defau
 ``ptmt.evaluation.suite`` for the oracle grid and the metrics, docs/results.md for a measured table.
 The output ends with the per-backend averages and the targets judged on them
 (``ptmt.evaluation.summary``); ``--from-json`` renders them again from earlier runs' JSON files
-(one per backend, say, run side by side), without running anything.
+(one per backend run side by side, or other seeds), without running anything.
 """
 
 from __future__ import annotations
@@ -27,11 +27,10 @@ from typing import Any
 import numpy as np
 
 from ptmt.evaluation import suite as ev
-from ptmt.evaluation.summary import summary_markdown
+from ptmt.evaluation.summary import aggregate, summary_markdown
 from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_database_name, suite_table
 from ptmt.online.agent import load_agent, shipped_agent_path
 from ptmt.online.simrun import SimSetup, run_static
-from ptmt.report.stats import compare
 from ptmt.sim.specs import builtin_names
 
 _CTX: dict[str, Any] = {}
@@ -75,34 +74,6 @@ def _job(job: tuple[str, str, int]) -> dict[str, Any]:
     return out
 
 
-def aggregate(results: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
-    """One row per (backend, workload, method), mean over seeds, CI across seeds (ptmt.report.stats)."""
-    rows = []
-    keys = sorted({(r["backend"], r["workload"]) for r in results})
-    for b, w in keys:
-        rs = [r for r in results if r["backend"] == b and r["workload"] == w]
-        o = [r["methods"]["oracle"]["improvement"] for r in rs if "oracle" in r["methods"]]
-        o_imp = float(np.mean(o)) if o else None
-        thr = float(np.mean([r["noise_threshold"] for r in rs if "noise_threshold" in r])) if o else None
-        for m in methods:
-            have = [r for r in rs if m in r["methods"]]
-            if not have:
-                continue
-            imp = float(np.mean([r["methods"][m]["improvement"] for r in have]))
-            ci = None
-            if len(have) > 1:
-                c = compare([r["default_mean"] for r in have], [r["methods"][m]["mean"] for r in have])
-                ci = [c.ci_low, c.ci_high]
-            t90 = [r["methods"][m]["intervals_to_90"] for r in have]
-            t90 = [t for t in t90 if t is not None]
-            rows.append({"backend": b, "workload": w, "method": m, "improvement": imp, "ci95": ci,
-                         "seeds": len(have),
-                         "headroom_fraction": ev.headroom_fraction(imp, o_imp, thr) if o_imp is not None else None,
-                         "intervals_to_90": float(np.median(t90)) if t90 else None,
-                         "agent": have[0]["agent"]})
-    return rows
-
-
 def markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
     def cell(r: dict[str, Any] | None) -> str:
         if r is None:
@@ -122,20 +93,21 @@ def markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
 
 
 def render_saved(paths: list[Path], out: Path | None) -> None:
-    """The table, averages and targets of earlier runs' JSON files, rendered together."""
-    rows: list[dict[str, Any]] = []
-    methods: list[str] = []
+    """The table, averages and targets of earlier runs' JSON files, aggregated together (files of
+    other seeds add seeds: the means are over every seed, the headroom fractions over the seeds
+    that ran the oracle)."""
+    runs: list[dict[str, Any]] = []
     for p in paths:
         try:
-            data = json.loads(p.read_text())
-            rows += data["rows"]
+            runs += json.loads(p.read_text())["runs"]
         except (OSError, ValueError, KeyError, TypeError) as exc:
             sys.exit(f"{p}: not an evaluate.py --json file ({exc})")
-        methods += [m for m in ev.METHODS if m not in methods and any(r["method"] == m for r in data["rows"])]
-    methods = [m for m in ev.METHODS if m in methods]
-    keys = [(r["backend"], r["workload"], r["method"]) for r in rows]
-    if len(keys) != len(set(keys)):
-        sys.exit("the JSON files overlap (the same backend, workload and method twice)")
+    keys = [(r["backend"], r["workload"], r["seed"]) for r in runs]
+    twice = sorted({k for k in keys if keys.count(k) > 1})
+    if twice:
+        sys.exit("the JSON files overlap: " + ", ".join(f"{b} {w} seed {s}" for b, w, s in twice[:5]))
+    methods = [m for m in ev.METHODS if any(m in r["methods"] for r in runs)]
+    rows = aggregate(runs, methods)
     table = markdown(rows, methods) + "\n" + summary_markdown(rows, methods)
     print(table)
     if out:

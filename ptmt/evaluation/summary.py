@@ -1,8 +1,8 @@
-"""Per-backend averages of an evaluation, and the evaluation's targets checked against them.
+"""Rows of an evaluation, their per-backend averages, and the evaluation's targets checked against them.
 
-The rows are ``benchmarks/evaluate.py``'s: one per (backend, workload, method), the improvement
-over the same-seed default averaged over seeds, and the fraction of the static oracle's headroom
-where the oracle beats the noise. The targets (docs/results.md) are judged for one method, PTMT's
+The rows (``aggregate``, from ``benchmarks/evaluate.py``'s runs) are one per (backend, workload,
+method): the improvement over the same-seed default averaged over seeds, and the fraction of the
+static oracle's headroom where the oracle beats the noise. The targets (docs/results.md) are judged for one method, PTMT's
 hybrid as shipped:
 
 - it captures at least 90% of the static oracle's headroom, averaged over the backend's workloads
@@ -22,6 +22,9 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
+from ptmt.evaluation.suite import headroom_fraction
+from ptmt.report.stats import compare
+
 #: the methods a tuner is compared with (the oracles are bounds, not baselines)
 BASELINES = ("rl_only", "db_only", "random", "tpe")
 HEADROOM_TARGET = 0.90
@@ -35,6 +38,40 @@ class Verdict(NamedTuple):
     backend: str
     met: bool | None  # None: nothing to judge (no headroom, no phases, method not run)
     detail: str
+
+
+def aggregate(results: list[dict[str, Any]], methods: list[str]) -> list[dict[str, Any]]:
+    """One row per (backend, workload, method), mean over seeds, CI across seeds (ptmt.report.stats).
+
+    The headroom fraction compares like with like: the method's mean over the seeds that also ran
+    the oracle, against the oracle's mean over those seeds."""
+    rows = []
+    keys = sorted({(r["backend"], r["workload"]) for r in results})
+    for b, w in keys:
+        rs = [r for r in results if r["backend"] == b and r["workload"] == w]
+        with_oracle = [r for r in rs if "oracle" in r["methods"]]
+        o = [r["methods"]["oracle"]["improvement"] for r in with_oracle]
+        o_imp = float(np.mean(o)) if o else None
+        thr = float(np.mean([r["noise_threshold"] for r in with_oracle if "noise_threshold" in r])) if o else None
+        for m in methods:
+            have = [r for r in rs if m in r["methods"]]
+            if not have:
+                continue
+            imp = float(np.mean([r["methods"][m]["improvement"] for r in have]))
+            ci = None
+            if len(have) > 1:
+                c = compare([r["default_mean"] for r in have], [r["methods"][m]["mean"] for r in have])
+                ci = [c.ci_low, c.ci_high]
+            t90 = [r["methods"][m]["intervals_to_90"] for r in have]
+            t90 = [t for t in t90 if t is not None]
+            paired = [r["methods"][m]["improvement"] for r in with_oracle if m in r["methods"]]
+            frac = (headroom_fraction(float(np.mean(paired)), o_imp, thr)
+                    if o_imp is not None and paired else None)
+            rows.append({"backend": b, "workload": w, "method": m, "improvement": imp, "ci95": ci,
+                         "seeds": len(have), "headroom_fraction": frac,
+                         "intervals_to_90": float(np.median(t90)) if t90 else None,
+                         "agent": have[0]["agent"]})
+    return rows
 
 
 def backend_means(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:

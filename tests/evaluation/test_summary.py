@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ptmt.evaluation.summary import Verdict, backend_means, check_targets, summary_markdown
+from ptmt.evaluation.summary import Verdict, aggregate, backend_means, check_targets, summary_markdown
 
 
 def row(backend: str, workload: str, method: str, imp: float, frac: float | None = None) -> dict:
@@ -66,3 +66,31 @@ def test_backend_means_and_the_markdown_agree() -> None:
     assert "| autonuma | +2.00% (80% of 1) | +2.50% |" in text
     assert "| worst | upm | yes | worst workload b +2.0% (allowed -2%) |" in text
     assert "| phases | upm | n/a | no workload with phases |" in text
+
+
+def run(seed: int, hybrid: float, oracle: float | None = None, workload: str = "gups") -> dict:
+    """One evaluate.py run: the default's mean is 100, a method's mean follows its improvement."""
+    methods = {"default": {"improvement": 0.0, "mean": 100.0, "intervals_to_90": None},
+               "hybrid": {"improvement": hybrid, "mean": 100.0 * (1 + hybrid), "intervals_to_90": 10 + seed}}
+    out = {"backend": "upm", "workload": workload, "seed": seed, "agent": "shipped", "default_mean": 100.0,
+           "methods": methods}
+    if oracle is not None:
+        methods["oracle"] = {"improvement": oracle, "mean": 100.0 * (1 + oracle), "intervals_to_90": None}
+        out["noise_threshold"] = 0.01
+    return out
+
+
+def test_aggregate_over_seeds_compares_the_headroom_on_the_seeds_that_ran_the_oracle() -> None:
+    """Seed 0 ran the oracle, seeds 1 and 2 did not: the mean is over three seeds, the headroom
+    fraction over seed 0 alone (hybrid +8% of the oracle's +10%, not the three-seed +5%)."""
+    rows = aggregate([run(0, 0.08, 0.10), run(1, 0.02), run(2, 0.05)], ["default", "hybrid", "oracle"])
+    hybrid = next(r for r in rows if r["method"] == "hybrid")
+    assert hybrid["improvement"] == pytest.approx(0.05) and hybrid["seeds"] == 3
+    assert hybrid["headroom_fraction"] == pytest.approx(0.8)
+    assert hybrid["intervals_to_90"] == 11 and hybrid["ci95"] is not None
+    assert hybrid["ci95"][0] <= 0.05 <= hybrid["ci95"][1]
+    oracle = next(r for r in rows if r["method"] == "oracle")
+    assert oracle["seeds"] == 1 and oracle["ci95"] is None
+    # an oracle within the noise leaves no fraction to report
+    flat = aggregate([run(0, 0.01, 0.005, workload="btree")], ["hybrid", "oracle"])
+    assert all(r["headroom_fraction"] is None for r in flat)
