@@ -77,6 +77,10 @@ class GuardSettings:
     #: database advice tried per phase: when an advised configuration does not pay, the database is
     #: asked again for the best configuration it has not tried (1 = the first answer only)
     advice_tries: int = 2
+    #: readings added to a trial that measured a gain too small to be told from the noise (above
+    #: zero, below the margin it needs): its verdict is taken on all its readings, whose margin
+    #: is smaller (0 = judge every trial on ``evaluate_intervals`` readings)
+    extend_inconclusive: int = 4
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -113,7 +117,7 @@ class GuardSettings:
 
 
 #: integer settings for which 0 is meaningful (no settling, nothing discarded, no more trials)
-_MAY_BE_ZERO = ("settle_intervals", "warmup_discard", "confirmed_budget")
+_MAY_BE_ZERO = ("settle_intervals", "warmup_discard", "confirmed_budget", "extend_inconclusive")
 
 
 def config_key(config: Mapping[str, Value]) -> str:
@@ -137,6 +141,8 @@ class Trial:
         self.started = started
         self.what = what
         self.readings: list[float] = []
+        #: readings the verdict waits for (more once the trial was found inconclusive)
+        self.wanted = 0
 
 
 class Guard:
@@ -154,6 +160,8 @@ class Guard:
         self.moves_per_knob: dict[str, int] = {}
         self.below = 0
         self.last_needed, self.last_aborted = settings.accept_margin, False
+        #: the gain and margin of the last trial found inconclusive (see extend_inconclusive)
+        self.extended: tuple[float, float] | None = None
         #: aborted trials by configuration key, kept across phases (see aborted_here)
         self.aborted: dict[str, Aborted] = {}
 
@@ -194,12 +202,17 @@ class Guard:
                 self.last_needed, self.last_aborted = self.s.accept_margin, True
                 self.aborted[config_key(t.config)] = Aborted(interval, value / t.reference - 1.0, t.reference)
                 return "reject", value / t.reference - 1.0
-        if len(t.readings) < self.s.evaluate_intervals:
+        if len(t.readings) < max(t.wanted, self.s.evaluate_intervals):
             return None
         mean = sum(t.readings) / len(t.readings)
         gain = mean / t.reference - 1.0 if t.reference > 0 else 0.0
+        needed = self.margin(t.readings)
+        if 0.0 < gain < needed and not t.wanted and self.s.extend_inconclusive > 0:
+            t.wanted = len(t.readings) + self.s.extend_inconclusive
+            self.extended = (gain, needed)
+            return None
         self.trial = None
-        self.last_needed, self.last_aborted = self.margin(t.readings), False
+        self.last_needed, self.last_aborted = needed, False
         if gain >= self.last_needed:
             self.superseded.add(config_key(self.best))
             self.best = dict(t.config)

@@ -100,7 +100,7 @@ class Event:
     n: int
     seq: int
     t_s: float
-    kind: str  # model | explore | keep | reject | revert | phase | error | admin | vanished
+    kind: str  # model | explore | measure | keep | reject | revert | phase | error | admin | vanished
     reason: str
     knob: str | None = None
     old: str | None = None
@@ -361,11 +361,16 @@ class Tuner:
         if g.trial is not None:
             trial = g.trial
             verdict = g.judge(self.seq, value)
+            if g.extended is not None:
+                gain, needed = g.extended
+                g.extended = None
+                self._event("measure", f"{trial.what}: {gain:+.1%} over {len(trial.readings)} intervals is within "
+                            f"the noise (needs {needed:+.1%}); measuring {self.s.guard.extend_inconclusive} more")
             if verdict is not None:
                 self._judged_at = self.seq
                 what, gain = verdict
                 if what == "keep":
-                    why = f"kept {trial.what}: {gain:+.1%} over {self.s.guard.evaluate_intervals} intervals"
+                    why = f"kept {trial.what}: {gain:+.1%} over {len(trial.readings)} intervals"
                     if trial.what == ADVICE and not self._advice_confirmed:
                         if gain >= self.s.guard.confirm_gain:
                             self._advice_confirmed = True

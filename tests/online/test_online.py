@@ -111,7 +111,7 @@ def test_agent_file_round_trip_and_refusals(tmp_path: Path) -> None:
 
 
 def test_guard_keeps_only_changes_that_pay_and_never_retries_a_loser() -> None:
-    g = Guard(GuardSettings(settle_intervals=1, evaluate_intervals=2, accept_margin=0.02))
+    g = Guard(GuardSettings(settle_intervals=1, evaluate_intervals=2, accept_margin=0.02, extend_inconclusive=0))
     g.new_phase({"k": 1})
     g.best_level = 100.0
     g.start_trial({"k": 2}, 10, "k up", "k")
@@ -394,7 +394,7 @@ def test_an_aborted_trial_stays_refused_across_phases_until_the_level_moves() ->
 
 def test_guard_aborts_a_collapse_at_once_and_asks_more_of_a_noisy_gain() -> None:
     g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=4, accept_margin=0.01, abort_fraction=0.05,
-                            noise_z=1.0))
+                            noise_z=1.0, extend_inconclusive=0))
     g.new_phase({"k": 1})
     g.best_level = 100.0
     g.start_trial({"k": 2}, 0, "k up", "k")
@@ -407,6 +407,32 @@ def test_guard_aborts_a_collapse_at_once_and_asks_more_of_a_noisy_gain() -> None
     verdicts = [g.judge(20 + i, 103.0) for i in range(1, 5)]
     assert verdicts[-1] == ("keep", pytest.approx(0.03))  # the same gain, steady: kept
     assert g.last_needed == pytest.approx(0.01)
+
+
+def test_guard_measures_longer_when_a_gain_is_within_the_noise() -> None:
+    g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=4, accept_margin=0.01, abort_fraction=0.05,
+                            noise_z=1.0, extend_inconclusive=4))
+    g.new_phase({"k": 1})
+    g.best_level = 100.0
+    g.start_trial({"k": 2}, 0, "k up", "k")
+    verdicts = [g.judge(i, v) for i, v in enumerate([104.0, 98.0, 104.0, 98.0], start=1)]
+    assert verdicts == [None] * 4  # +1% on readings that swing 6%: neither kept nor rejected yet
+    gain, needed = g.extended
+    assert gain == pytest.approx(0.01) and needed == pytest.approx(0.0346 * 0.5**0.5, abs=1e-3)
+    verdicts = [g.judge(i, v) for i, v in enumerate([103.0, 101.0, 103.0, 101.0], start=5)]
+    assert verdicts[:3] == [None] * 3
+    assert verdicts[3] == ("keep", pytest.approx(0.015))  # 8 readings: the margin fell to 1.2%
+    assert g.best == {"k": 2} and len(g.trial.readings if g.trial else []) == 0
+    # a trial that loses is not measured longer, and a trial is extended once only
+    g.start_trial({"k": 3}, 10, "k up", "k")
+    verdicts = [g.judge(10 + i, v) for i, v in enumerate([100.0, 98.0, 100.0, 98.0], start=1)]
+    assert verdicts[-1] == ("reject", pytest.approx(99.0 / 101.5 - 1.0))  # against the kept level
+    g.start_trial({"k": 4}, 20, "k up", "k")
+    verdicts = [g.judge(20 + i, v) for i, v in enumerate([106.0, 98.0] * 4, start=1)]
+    assert verdicts[:7] == [None] * 7
+    assert verdicts[7][0] == "reject" and 0 < verdicts[7][1] < g.last_needed
+    with pytest.raises(ConfigError, match=r"At 'guard.extend_inconclusive': must be a non-negative integer"):
+        GuardSettings.from_mapping({"extend_inconclusive": -1})
 
 
 def test_guard_settings_errors_name_the_key() -> None:
@@ -483,3 +509,17 @@ def test_tune_sim_reports_against_the_same_seed_defaults() -> None:
     assert report.tuned_objective == pytest.approx(report.default_objective, rel=1e-12)
     d = report.as_dict()
     assert set(d) >= {"default_objective", "tuned_objective", "improvement", "final_config", "changes", "reverts"}
+
+
+@pytest.mark.parametrize("settings", ["GuardSettings", "PhaseSettings"])
+def test_every_guard_and_phase_setting_is_documented(settings: str) -> None:
+    """A setting users can put under ``guard:`` or ``phase:`` that docs/tuning.md does not name is
+    a setting nobody can find."""
+    from dataclasses import fields
+
+    from ptmt.online import guard, phase
+
+    cls = getattr(guard, settings, None) or getattr(phase, settings)
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "tuning.md").read_text()
+    missing = [f.name for f in fields(cls) if f"`{f.name}`" not in doc]
+    assert not missing, f"{settings} fields not in docs/tuning.md: {missing}"
