@@ -21,13 +21,14 @@ import json
 import multiprocessing as mp
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from ptmt.evaluation import suite as ev
-from ptmt.evaluation.summary import aggregate, summary_markdown
+from ptmt.evaluation.summary import MergeError, aggregate, merge_runs, summary_markdown
 from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_database_name, suite_table
 from ptmt.online.agent import load_agent, shipped_agent_path
 from ptmt.online.simrun import SimSetup, run_static
@@ -92,20 +93,21 @@ def markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
     return head + "\n".join(lines) + "\n"
 
 
-def render_saved(paths: list[Path], out: Path | None) -> None:
+def render_saved(paths: list[Path], out: Path | None, replace: Sequence[str] = ()) -> None:
     """The table, averages and targets of earlier runs' JSON files, aggregated together (files of
     other seeds add seeds: the means are over every seed, the headroom fractions over the seeds
-    that ran the oracle)."""
-    runs: list[dict[str, Any]] = []
+    that ran the oracle; files of the same runs add methods, and replace those named in
+    *replace*: ``ptmt.evaluation.summary.merge_runs``)."""
+    files = []
     for p in paths:
         try:
-            runs += json.loads(p.read_text())["runs"]
+            files.append((p.name, json.loads(p.read_text())["runs"]))
         except (OSError, ValueError, KeyError, TypeError) as exc:
             sys.exit(f"{p}: not an evaluate.py --json file ({exc})")
-    keys = [(r["backend"], r["workload"], r["seed"]) for r in runs]
-    twice = sorted({k for k in keys if keys.count(k) > 1})
-    if twice:
-        sys.exit("the JSON files overlap: " + ", ".join(f"{b} {w} seed {s}" for b, w, s in twice[:5]))
+    try:
+        runs = merge_runs(files, replace)
+    except MergeError as exc:
+        sys.exit(str(exc))
     methods = [m for m in ev.METHODS if any(m in r["methods"] for r in runs)]
     rows = aggregate(runs, methods)
     table = markdown(rows, methods) + "\n" + summary_markdown(rows, methods)
@@ -133,10 +135,14 @@ def main() -> None:
     ap.add_argument("--json", type=Path, default=None)
     ap.add_argument("--from-json", default=None,
                     help="comma-separated JSON files of earlier runs: render their rows together, run nothing")
+    ap.add_argument("--replace", default="",
+                    help="with --from-json: methods a later file may re-measure for runs an earlier file "
+                         "holds (comma-separated)")
     a = ap.parse_args()
     a.methods = a.methods.split(",")
     if a.from_json:
-        render_saved([Path(p) for p in a.from_json.split(",")], a.markdown)
+        render_saved([Path(p) for p in a.from_json.split(",")], a.markdown,
+                     [m for m in a.replace.split(",") if m])
         return
     bad = set(a.methods) - set(ev.METHODS)
     if bad:

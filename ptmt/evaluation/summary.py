@@ -31,6 +31,45 @@ HEADROOM_TARGET = 0.90
 WORST_ALLOWED = -0.02
 
 
+class MergeError(ValueError):
+    """Runs of several evaluations that cannot be put together (the message says which and why)."""
+
+
+def merge_runs(files: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
+               replace: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """The runs of several ``evaluate.py --json`` files as one evaluation.
+
+    A run (backend, workload, seed) found in several files is merged method by method: a later
+    file adds the methods an earlier one did not run, so a re-measured method can be put beside
+    the baselines and oracle measured before. It must be the same run: its default objective must
+    be the same in both files (the same seed on the same simulator), and a method measured in
+    both is taken from the later file only when *replace* names it; otherwise ``MergeError``."""
+    merged: dict[tuple[str, str, int], dict[str, Any]] = {}
+    origin: dict[tuple[str, str, int], str] = {}
+    for name, runs in files:
+        for run in runs:
+            key = (run["backend"], run["workload"], int(run["seed"]))
+            if key not in merged:
+                merged[key] = {**run, "methods": dict(run["methods"])}
+                origin[key] = name
+                continue
+            have = merged[key]["methods"]
+            what = f"{key[0]} {key[1]} seed {key[2]} ({origin[key]} and {name})"
+            d_old = have.get("default", {}).get("mean")
+            d_new = run["methods"].get("default", {}).get("mean")
+            if d_old is None or d_new is None or not np.isclose(d_old, d_new, rtol=1e-9):
+                raise MergeError(f"{what}: not the same run, the default objective differs "
+                                 f"({d_old} vs {d_new}): another seed, duration or simulator")
+            for method, result in run["methods"].items():
+                if method == "default":
+                    continue
+                if method in have and method not in replace:
+                    raise MergeError(f"{what}: both measured {method}; pass --replace {method} to take "
+                                     f"the later file's")
+                have[method] = result
+    return list(merged.values())
+
+
 class Verdict(NamedTuple):
     """One target on one backend: met or not, and the figures that decide it."""
 

@@ -94,3 +94,38 @@ def test_aggregate_over_seeds_compares_the_headroom_on_the_seeds_that_ran_the_or
     # an oracle within the noise leaves no fraction to report
     flat = aggregate([run(0, 0.01, 0.005, workload="btree")], ["hybrid", "oracle"])
     assert all(r["headroom_fraction"] is None for r in flat)
+
+
+def _run(backend: str, workload: str, seed: int, default: float, **methods: float) -> dict:
+    ms = {"default": {"improvement": 0.0, "mean": default, "intervals_to_90": None}}
+    ms.update({m: {"improvement": v, "mean": default * (1 + v), "intervals_to_90": 10} for m, v in methods.items()})
+    return {"backend": backend, "workload": workload, "seed": seed, "methods": ms, "default_mean": default,
+            "noise_threshold": 0.01, "agent": "shipped"}
+
+
+def test_merged_runs_add_methods_and_replace_only_what_is_named() -> None:
+    from ptmt.evaluation.summary import MergeError, merge_runs
+
+    first = [_run("tpp", "gups", 0, 100.0, hybrid=0.01, oracle=0.05), _run("tpp", "gups", 1, 90.0, hybrid=0.02)]
+    again = [_run("tpp", "gups", 0, 100.0, hybrid=0.03)]
+    other_seed = [_run("tpp", "btree", 0, 50.0, hybrid=0.0)]
+    with pytest.raises(MergeError, match=r"^tpp gups seed 0 \(a.json and b.json\): both measured hybrid; "
+                                         r"pass --replace hybrid to take the later file's$"):
+        merge_runs([("a.json", first), ("b.json", again)])
+    runs = merge_runs([("a.json", first), ("b.json", again), ("c.json", other_seed)], replace=["hybrid"])
+    by_key = {(r["workload"], r["seed"]): r["methods"] for r in runs}
+    assert by_key["gups", 0]["hybrid"]["improvement"] == 0.03  # re-measured
+    assert by_key["gups", 0]["oracle"]["improvement"] == 0.05  # kept from the first file
+    assert by_key["gups", 1]["hybrid"]["improvement"] == 0.02 and len(runs) == 3
+    assert first[0]["methods"]["hybrid"]["improvement"] == 0.01  # the inputs are not modified
+    rows = aggregate(runs, ["default", "hybrid", "oracle"])
+    gups = {r["method"]: r["improvement"] for r in rows if r["workload"] == "gups"}
+    assert gups["hybrid"] == pytest.approx(0.025)  # seeds 0 (re-measured) and 1
+
+
+def test_a_run_of_another_simulator_or_seed_is_not_merged() -> None:
+    from ptmt.evaluation.summary import MergeError, merge_runs
+
+    with pytest.raises(MergeError, match=r"not the same run, the default objective differs \(100.0 vs 101.0\)"):
+        merge_runs([("a.json", [_run("upm", "gups", 0, 100.0, hybrid=0.1)]),
+                    ("b.json", [_run("upm", "gups", 0, 101.0, rl_only=0.1)])], replace=["hybrid"])
