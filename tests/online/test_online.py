@@ -392,11 +392,17 @@ def test_an_aborted_trial_stays_refused_across_phases_until_the_level_moves() ->
     assert g.allowed("k", {"k": 2}) and g.aborted_here({"k": 2}) is None
 
 
-def test_guard_aborts_a_collapse_at_once_and_asks_more_of_a_noisy_gain() -> None:
+def _guard_at_100(extend_inconclusive: int) -> Guard:
+    """A guard judging 4 readings against a best known level of 100, with the noise margin on."""
     g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=4, accept_margin=0.01, abort_fraction=0.05,
-                            noise_z=1.0, extend_inconclusive=0))
+                            noise_z=1.0, extend_inconclusive=extend_inconclusive))
     g.new_phase({"k": 1})
     g.best_level = 100.0
+    return g
+
+
+def test_guard_aborts_a_collapse_at_once_and_asks_more_of_a_noisy_gain() -> None:
+    g = _guard_at_100(extend_inconclusive=0)
     g.start_trial({"k": 2}, 0, "k up", "k")
     assert g.judge(1, 80.0) == ("reject", pytest.approx(-0.2)) and g.last_aborted  # one reading is enough
     g.start_trial({"k": 3}, 10, "k up", "k")
@@ -410,10 +416,7 @@ def test_guard_aborts_a_collapse_at_once_and_asks_more_of_a_noisy_gain() -> None
 
 
 def test_guard_measures_longer_when_a_gain_is_within_the_noise() -> None:
-    g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=4, accept_margin=0.01, abort_fraction=0.05,
-                            noise_z=1.0, extend_inconclusive=4))
-    g.new_phase({"k": 1})
-    g.best_level = 100.0
+    g = _guard_at_100(extend_inconclusive=4)
     g.start_trial({"k": 2}, 0, "k up", "k")
     verdicts = [g.judge(i, v) for i, v in enumerate([104.0, 98.0, 104.0, 98.0], start=1)]
     assert verdicts == [None] * 4  # +1% on readings that swing 6%: neither kept nor rejected yet
