@@ -189,6 +189,24 @@ def silent(deltas: dict[str, dict[str, int]], cases: tuple[Case, ...] = CASES) -
             and deltas[c.run_name(c.low)][c.counter] == deltas[c.run_name(c.high)][c.counter] == 0]
 
 
+#: a boot whose baseline run promoted less than this fraction of the hot set measured a guest too
+#: slow to promote at all (usually the whole hot set, 64,576 of 64,000 pages; once 20,553, in a
+#: boot whose run without demotion promoted 21,014 instead of the usual ~2,100)
+WEAK_BOOT_FRACTION = 0.5
+
+
+def weak(deltas: dict[str, dict[str, int]]) -> str | None:
+    """Why the boot's promotions were too weak to say anything about directions, or None: the
+    baseline run (every setting at the scenario's, demotion on) promoted less than
+    ``WEAK_BOOT_FRACTION`` of the hot set's 4 KiB pages."""
+    got = deltas.get("baseline", {}).get("pgpromote_success")
+    pages = int(WORKLOAD["hot_mb"]) * 256
+    if got is None or got >= WEAK_BOOT_FRACTION * pages:
+        return None
+    return (f"the baseline run promoted {got} pages, under {WEAK_BOOT_FRACTION:.0%} of the hot set's "
+            f"{pages}")
+
+
 def markdown(real: dict[str, dict[str, int]], sim: dict[str, dict[str, int]] | None,
              cases: tuple[Case, ...] = CASES) -> str:
     """A side-by-side table for docs/simulator.md."""

@@ -129,3 +129,14 @@ def test_scan_size_floor_shows_once_steps_are_shorter_than_the_scan_period():
         assert updates(64, None) == updates(2048, None)  # 1 s steps: both once a second
         small, big = updates(64, 0.01), updates(2048, 0.01)
     assert small > 5 * big  # 83807 vs 8982 (the latter includes 4882 cold frames kswapd demoted once)
+
+
+def test_a_fidelity_boot_whose_baseline_barely_promoted_is_weak() -> None:
+    """The real-kernel fidelity fixture boots again when the baseline run promoted under half the hot
+    set: the figures are those of the boot that failed (20,553) and of a usual one (64,576)."""
+    from ptmt.testbed import fidelity
+
+    assert fidelity.weak({"baseline": {"pgpromote_success": 64576}}) is None
+    assert fidelity.weak({"baseline": {"pgpromote_success": 20553}}) == (
+        "the baseline run promoted 20553 pages, under 50% of the hot set's 64000")
+    assert fidelity.weak({"demotion_enabled=0": {"pgpromote_success": 0}}) is None  # no baseline run: not judged
