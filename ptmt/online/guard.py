@@ -160,8 +160,6 @@ class Guard:
         self.moves_per_knob: dict[str, int] = {}
         self.below = 0
         self.last_needed, self.last_aborted = settings.accept_margin, False
-        #: the gain and margin of the last trial found inconclusive (see extend_inconclusive)
-        self.extended: tuple[float, float] | None = None
         #: aborted trials by configuration key, kept across phases (see aborted_here)
         self.aborted: dict[str, Aborted] = {}
 
@@ -188,7 +186,9 @@ class Guard:
             self.moves_per_knob[knob] = self.moves_per_knob.get(knob, 0) + 1
 
     def judge(self, interval: int, value: float | None) -> tuple[str, float] | None:
-        """Feed a reading of the trial under way; returns ``("keep"|"reject", gain)`` once decided."""
+        """Feed a reading of the trial under way; returns ``("keep"|"reject", gain)`` once decided, and
+        ``("extend", gain)`` once when the gain is within the noise and the trial runs on
+        (``extend_inconclusive``; ``last_needed`` says what it needed)."""
         t = self.trial
         if t is None:
             return None
@@ -207,12 +207,11 @@ class Guard:
         mean = sum(t.readings) / len(t.readings)
         gain = mean / t.reference - 1.0 if t.reference > 0 else 0.0
         needed = self.margin(t.readings)
+        self.last_needed, self.last_aborted = needed, False
         if 0.0 < gain < needed and not t.wanted and self.s.extend_inconclusive > 0:
             t.wanted = len(t.readings) + self.s.extend_inconclusive
-            self.extended = (gain, needed)
-            return None
+            return "extend", gain  # within the noise: the trial goes on
         self.trial = None
-        self.last_needed, self.last_aborted = needed, False
         if gain >= self.last_needed:
             self.superseded.add(config_key(self.best))
             self.best = dict(t.config)

@@ -361,12 +361,11 @@ class Tuner:
         if g.trial is not None:
             trial = g.trial
             verdict = g.judge(self.seq, value)
-            if g.extended is not None:
-                gain, needed = g.extended
-                g.extended = None
-                self._event("measure", f"{trial.what}: {gain:+.1%} over {len(trial.readings)} intervals is within "
-                            f"the noise (needs {needed:+.1%}); measuring {self.s.guard.extend_inconclusive} more")
-            if verdict is not None:
+            if verdict is not None and verdict[0] == "extend":
+                self._event("measure", f"{trial.what}: {verdict[1]:+.1%} over {len(trial.readings)} intervals is "
+                            f"within the noise (needs {g.last_needed:+.1%}); measuring "
+                            f"{self.s.guard.extend_inconclusive} more")
+            elif verdict is not None:
                 self._judged_at = self.seq
                 what, gain = verdict
                 if what == "keep":

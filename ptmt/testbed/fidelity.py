@@ -20,6 +20,9 @@ from typing import Any
 from ptmt.testbed.vm import TierVM
 from ptmt.testbed.workload import DEFAULT_SETTINGS
 
+#: the name of the run with every setting at the scenario's (:data:`BASELINE`)
+BASELINE_RUN = "baseline"
+
 
 @dataclass(frozen=True)
 class Case:
@@ -40,7 +43,7 @@ class Case:
         """Runs are named by their workload (unless the default one) and by how their settings
         differ from :data:`BASELINE`, so cases that need the same run share it."""
         diff = {k: v for k, v in sorted(self.settings(value).items()) if BASELINE.get(k) != v}
-        name = ",".join(f"{k}={v}" for k, v in diff.items()) or "baseline"
+        name = ",".join(f"{k}={v}" for k, v in diff.items()) or BASELINE_RUN
         return name if self.workload == DEFAULT_WORKLOAD else f"{self.workload}:{name}"
 
     def settings(self, value: int) -> dict[str, str]:
@@ -199,8 +202,8 @@ def weak(deltas: dict[str, dict[str, int]]) -> str | None:
     """Why the boot's promotions were too weak to say anything about directions, or None: the
     baseline run (every setting at the scenario's, demotion on) promoted less than
     ``WEAK_BOOT_FRACTION`` of the hot set's 4 KiB pages."""
-    got = deltas.get("baseline", {}).get("pgpromote_success")
-    pages = int(WORKLOAD["hot_mb"]) * 256
+    got = deltas.get(BASELINE_RUN, {}).get("pgpromote_success")
+    pages = int(WORKLOAD["hot_mb"]) * 256  # 4 KiB pages per MiB
     if got is None or got >= WEAK_BOOT_FRACTION * pages:
         return None
     return (f"the baseline run promoted {got} pages, under {WEAK_BOOT_FRACTION:.0%} of the hot set's "
