@@ -81,6 +81,11 @@ class GuardSettings:
     #: zero, below the margin it needs): its verdict is taken on all its readings, whose margin
     #: is smaller (0 = judge every trial on ``evaluate_intervals`` readings)
     extend_inconclusive: int = 4
+    #: once advice is kept, the database is asked again with what the phase measured so far (its
+    #: workloads weighted by how they answered those configurations); the answer is tried when it
+    #: promises at least this much over the kept configuration (within ``advice_tries``; 0 = never,
+    #: and the next best after failed advice then ignores the measurements too)
+    refine_gain: float = 0.02
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -172,6 +172,11 @@ class Tuner:
         #: the configurations advised this phase, and whether to ask the database again (advice_tries)
         self._advice_tried: list[dict[str, Value]] = []
         self._advice_again = False
+        #: this phase's judged trials as (configuration, level relative to the phase's baseline), the
+        #: best known configuration's level on that scale, and whether kept advice is to be refined
+        self._evidence: list[tuple[dict[str, Value], float]] = []
+        self._level = 1.0
+        self._refine = False
         self._phase_fp: np.ndarray | None = None
         #: the configuration the phase's baseline was measured under, and whether it was checked again
         self._phase_start: dict[str, Value] = {}
@@ -368,6 +373,11 @@ class Tuner:
             elif verdict is not None:
                 self._judged_at = self.seq
                 what, gain = verdict
+                if not g.last_aborted:  # one reading in the migrations' wake says little of the steady state
+                    self._evidence.append((dict(trial.config), self._level * (1.0 + gain)))
+                if what == "keep":
+                    self._level *= 1.0 + gain
+                    self._refine = trial.what == ADVICE
                 if what == "keep":
                     why = f"kept {trial.what}: {gain:+.1%} over {len(trial.readings)} intervals"
                     if trial.what == ADVICE and not self._advice_confirmed:
@@ -413,6 +423,7 @@ class Tuner:
         self._far_tried = set()
         self._advice_confirmed = False
         self._advice_tried, self._advice_again, self._phase_fp = [], False, fp
+        self._evidence, self._level, self._refine = [], 1.0, False
         self._phase_start, self._start_checked = dict(self.config), False
         warm = self._warm[self.s.guard.warmup_discard:] or self._warm
         self.baseline = sum(warm) / len(warm) if warm else self.previous
@@ -425,25 +436,37 @@ class Tuner:
         if advice is not None:
             self._advise(advice)
 
-    def _query(self, fp: np.ndarray, exclude: Sequence[Mapping[str, Value]] = ()) -> Any | None:
+    def _query(self, fp: np.ndarray, exclude: Sequence[Mapping[str, Value]] = (), **measured: Any) -> Any | None:
         if self.query_model is None or not self.s.use_model:
             return None
         try:
-            return self.query_model.query(fp, exclude=exclude)
+            return self.query_model.query(fp, exclude=exclude, **measured)
         except NothingLeft:
             return None
         except PtmtError as exc:
             self._event("error", f"offline model query failed: {exc}")
             return None
 
-    def _advise(self, advice: Any, again: bool = False) -> bool:
-        """Try *advice* as one change when it clears the bar; True if it was applied."""
+    def _advise(self, advice: Any, again: bool = False, refine: bool = False) -> bool:
+        """Try *advice* as one change when it clears the bar; True if it was applied. *refine*: the
+        advice follows kept advice and must promise ``refine_gain`` over the configuration kept."""
         cfg = self._coerce(advice.configuration)
         top = ", ".join(f"{w} {p:.0%}" for w, p in list(advice.workloads.items())[:2])
         why = (f"model suggests {advice.expected_gain:+.0%} for cluster {advice.cluster} "
                f"(confidence {advice.confidence:.2f}; like {top})")
+        if getattr(advice, "evidence_used", 0):
+            n = advice.evidence_used
+            why = why[:-1] + f"; weighted by the response to {n} measured configuration{'s' if n > 1 else ''})"
         if again:
             why = f"the previous advice did not pay; next best: {why}"
+        if refine:
+            over = getattr(advice, "gain_over_current", None)
+            if over is None or over < self.s.guard.refine_gain or advice.outlier:
+                if over is not None:
+                    self._event("model", f"kept advice not refined: the best other configuration of the "
+                                f"database is expected {over:+.1%} over it (needs {self.s.guard.refine_gain:+.0%})")
+                return False
+            why = f"refining kept advice: {over:+.1%} over it expected; {why}"
         if advice.outlier:
             self._event("model", f"workload is an outlier for the database (distance {advice.distance:.1f} > "
                         f"{advice.threshold:.1f}): not applying its advice, exploration budget "
@@ -540,11 +563,15 @@ class Tuner:
 
     def _explore(self, sample: Sample, value: float | None, fp: np.ndarray) -> None:
         g = self.guard
-        if self._advice_again:  # advice is not exploration: it spends no budget
-            self._advice_again = False
-            advice = self._query(self._phase_fp, exclude=self._advice_tried)
-            if advice is not None and self._advise(advice, again=True):
-                return
+        if self._advice_again or self._refine:  # advice is not exploration: it spends no budget
+            again, self._advice_again, self._refine = self._advice_again, False, False
+            if len(self._advice_tried) < self.s.guard.advice_tries:
+                measured = ({"evidence": list(self._evidence), "reference": dict(self._phase_start),
+                             "current": dict(g.best)}
+                            if self._evidence and self.s.guard.refine_gain > 0 else {})
+                advice = self._query(self._phase_fp, exclude=self._advice_tried, **measured)
+                if advice is not None and self._advise(advice, again=again, refine=not again):
+                    return
         if g.budget <= 0:
             self._check_start()
             return

@@ -82,6 +82,41 @@ def test_query_excluding_configurations_gives_the_next_best(model, table, method
         model.query(fp, method=method, exclude=model.configs)
 
 
+def _ratio(workload: str, config: dict) -> float:
+    """*workload*'s true objective under *config* over its defaults' (what the tuner would measure)."""
+    w = next(x for x in synthetic.workloads(2) if x.name == workload)
+    return synthetic.true_perf(w, config) / synthetic.true_perf(w, CAT.defaults())
+
+
+def test_measured_response_moves_the_advice_to_the_workload_that_answers_alike(model, table) -> None:
+    """The fingerprint says hot-1, but the configuration advised for it measured the way thrash-0
+    answers it: the workloads are re-weighted by that response and the next answer is thrash-0's best,
+    with the gain expected over the configuration kept."""
+    fp = _fp(table, "hot-1")
+    first = model.query(fp)
+    assert next(iter(first.workloads)) == "hot-1"
+    measured = [(first.configuration, _ratio("thrash-0", first.configuration))]
+    r = model.query(fp, evidence=measured, current=first.configuration, exclude=[first.configuration])
+    assert r.evidence_used == 1
+    assert next(iter(r.workloads)).startswith("thrash")
+    assert r.configuration["scan_size_mb"] == 64 and r.configuration["numa_balancing_promote_rate_limit_MBps"] <= 4096
+    assert r.gain_over_current is not None and r.gain_over_current > 0.1
+    # a response like the fingerprint's own keeps the advice in the hot group, with little to gain
+    alike = [(first.configuration, _ratio("hot-1", first.configuration))]
+    again = model.query(fp, evidence=alike, current=first.configuration, exclude=[first.configuration])
+    assert next(iter(again.workloads)).startswith("hot") and again.configuration["scan_size_mb"] == 1024
+    assert again.gain_over_current is not None and abs(again.gain_over_current) < 0.05
+
+
+def test_measurements_of_configurations_the_database_lacks_are_skipped(model, table) -> None:
+    fp = _fp(table, "hot-1")
+    unknown = {**CAT.defaults(), "scan_size_mb": 333}
+    r = model.query(fp, evidence=[(unknown, 0.5)], current=unknown)
+    assert r.evidence_used == 0 and r.gain_over_current is None
+    assert r.configuration == model.query(fp).configuration
+    assert model.query(fp, evidence=[(unknown, 0.5)], reference=unknown).evidence_used == 0
+
+
 def test_foreign_fingerprint_is_an_outlier(model, table) -> None:
     foreign = _fp(table, "mid-0").copy()
     foreign[FEATURE_NAMES.index("hint_faults")] += 6.0  # e^6 = 400x more hint faults

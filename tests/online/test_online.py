@@ -175,7 +175,7 @@ def _advising(knob: str, value: int, like: str) -> type:
     from types import SimpleNamespace
 
     class Advisor:
-        def query(self, fp, exclude=()):
+        def query(self, fp, exclude=(), **measured):
             if {knob: value} in [{knob: c.get(knob)} for c in exclude]:
                 raise NothingLeft("the one configuration is excluded")
             return SimpleNamespace(configuration={knob: value}, expected_gain=0.2, confidence=0.9, cluster=0,
@@ -282,7 +282,7 @@ def test_advice_that_does_not_pay_is_followed_by_the_databases_next_best(tmp_pat
     class TwoAnswers:
         """Advises rate 256 (+20%), and rate 1024 (+10%) once 256 is excluded."""
 
-        def query(self, fp, exclude=()):
+        def query(self, fp, exclude=(), **measured):
             tried = {c.get(rate.name) for c in exclude}
             value, gain = next(((v, g) for v, g in ((256, 0.2), (1024, 0.1)) if v not in tried), (None, 0))
             if value is None:
@@ -322,6 +322,73 @@ def test_advice_that_does_not_pay_is_followed_by_the_databases_next_best(tmp_pat
     once = tune(1, "one")
     assert [e.new for e in once.events if e.kind == "model" and e.knob == rate.name] == ["256"]
     assert once.final_config[rate.name] == 65536
+
+
+def test_kept_advice_is_refined_by_the_measured_response(tmp_path: Path) -> None:
+    """Once advice is kept, the database is asked again with what the phase measured (the advised
+    configuration at +10% over the phase's baseline); its answer is tried when it promises
+    ``refine_gain`` over the kept configuration, and logged and skipped when it does not."""
+    from types import SimpleNamespace
+
+    cat = load_catalog("autonuma")
+    rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
+    asked: list[dict] = []
+
+    def advisor(promise: float):
+        class Refining:
+            """Advises rate 256; given measurements, rate 1024 at *promise* over the kept one."""
+
+            def query(self, fp, exclude=(), **measured):
+                asked.append(measured)
+                value = 1024 if measured else 256
+                return SimpleNamespace(configuration={rate.name: value}, expected_gain=0.2, confidence=0.9,
+                                       cluster=1, workloads={"gups": 1.0}, outlier=False, distance=0.1,
+                                       threshold=1.0, as_dict=dict, evidence_used=len(measured.get("evidence", ())),
+                                       gain_over_current=promise if measured else None)
+        return Refining()
+
+    def tune(where: str, promise: float, refine_gain: float = 0.02):
+        host = SimHost(tmp_path / where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6,
+                       persist=False)
+
+        class Objective:
+            unit = "ops/s"
+
+            def measure(self, host_, sample) -> float:
+                return {"256": 110.0, "1024": 121.0}.get(host.fs.read(rate.path).strip(), 100.0)
+
+            def describe(self) -> str:
+                return "+10% at the first advice, +10% more at the refined one"
+
+        guard = GuardSettings(exploration_budget=0, noise_z=0.0, refine_gain=refine_gain)
+        tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / where / "state"), objective=Objective(),
+                      space=KnobSpace(cat), query_model=advisor(promise),
+                      settings=TuneSettings(interval=10, duration=300, guard=guard))
+        return tuner.run()
+
+    result = tune("refined", promise=0.08)
+    evidence = asked[-1]["evidence"]
+    assert len(evidence) == 1 and evidence[0][0][rate.name] == 256 and evidence[0][1] == pytest.approx(1.10)
+    assert asked[-1]["current"][rate.name] == 256 and asked[-1]["reference"][rate.name] == rate.default
+    advised = [e for e in result.events if e.kind == "model" and e.knob == rate.name]
+    assert [e.new for e in advised] == ["256", "1024"]
+    assert advised[1].reason == ("refining kept advice: +8.0% over it expected; model suggests +20% for cluster 1 "
+                                 "(confidence 0.90; like gups 100%; weighted by the response to 1 measured "
+                                 "configuration)")
+    assert [e.reason for e in result.events if e.kind == "keep"][1] == "kept model advice: +10.0% over 4 intervals"
+    assert result.final_config[rate.name] == 1024
+
+    asked.clear()
+    short = tune("short", promise=0.01)
+    assert [e.reason for e in short.events if e.kind == "model" and e.knob is None] == [
+        "kept advice not refined: the best other configuration of the database is expected +1.0% over it "
+        "(needs +2%)"]
+    assert short.final_config[rate.name] == 256
+
+    asked.clear()
+    off = tune("off", promise=0.08, refine_gain=0.0)
+    assert all(not m for m in asked)  # no measurements sent, no refinement
+    assert off.final_config[rate.name] == 256
 
 
 def test_the_phases_starting_configuration_is_measured_again_once_the_budget_is_spent(tmp_path: Path) -> None:
