@@ -167,6 +167,8 @@ class Guard:
         self.last_needed, self.last_aborted = settings.accept_margin, False
         #: aborted trials by configuration key, kept across phases (see aborted_here)
         self.aborted: dict[str, Aborted] = {}
+        #: trials rejected on their full readings, likewise (see rejected_here)
+        self.rejected: dict[str, Aborted] = {}
 
     def new_phase(self, config: Mapping[str, Value], outlier: bool = False) -> None:
         self.best = dict(config)
@@ -224,6 +226,7 @@ class Guard:
             self.tabu = set()
             return "keep", gain
         self.tabu.add(config_key(t.config))
+        self.rejected[config_key(t.config)] = Aborted(interval, gain, t.reference)
         return "reject", gain
 
     def margin(self, readings: list[float]) -> float:
@@ -252,7 +255,13 @@ class Guard:
     def aborted_here(self, config: Mapping[str, Value]) -> Aborted | None:
         """The abort of *config* when its verdict still holds: the best known level is within
         ``abort_fraction`` of the level it was aborted against."""
-        a = self.aborted.get(config_key(config))
+        return self._still_holds(self.aborted.get(config_key(config)))
+
+    def rejected_here(self, config: Mapping[str, Value]) -> Aborted | None:
+        """The rejection of *config* on its full readings, when it still holds (as :meth:`aborted_here`)."""
+        return self._still_holds(self.rejected.get(config_key(config)))
+
+    def _still_holds(self, a: Aborted | None) -> Aborted | None:
         if a is None or a.reference <= 0 or self.best_level is None:
             return None
         return a if abs(self.best_level / a.reference - 1.0) < self.s.abort_fraction else None

@@ -481,10 +481,14 @@ class Tuner:
             return False
         if cfg in self._advice_tried:
             return False  # another raw configuration that snaps to one already tried on this ladder
-        failed = self.guard.aborted_here(cfg)
+        # advice that failed earlier in the run is not applied again while the level it failed against
+        # holds: the revert's recovery can look like a new phase, which draws the same advice
+        failed, how = self.guard.aborted_here(cfg), "aborted"
+        if failed is None:
+            failed, how = self.guard.rejected_here(cfg), "rejected"
         if failed is not None:
             self._event("model", f"advice not applied: {why}; the same configuration measured {failed.gain:+.1%} "
-                        f"at interval {failed.seq} of this run and was aborted, against a baseline within "
+                        f"at interval {failed.seq} of this run and was {how}, against a baseline within "
                         f"{self.s.guard.abort_fraction:.0%} of this phase's")
             return False
         self._advice_tried.append(cfg)
