@@ -170,6 +170,27 @@ def test_the_baseline_leaves_out_the_start_up_transient(tmp_path: Path) -> None:
         GuardSettings.from_mapping({"warmup_discard": -1})
 
 
+def _tune_by_rate(where: Path, levels: dict[str, float], query_model: object, guard: GuardSettings):  # noqa: ANN202
+    """300 s of autonuma tuning on gups whose objective is *levels* by promotion rate limit (100 otherwise)."""
+    cat = load_catalog("autonuma")
+    rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
+    host = SimHost(where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6, persist=False)
+
+    class Objective:
+        unit = "ops/s"
+
+        def measure(self, host_, sample) -> float:
+            return levels.get(host.fs.read(rate.path).strip(), 100.0)
+
+        def describe(self) -> str:
+            return f"by promotion rate limit: {levels}"
+
+    tuner = Tuner(host, backend_for(cat, host), Journal(where / "state"), objective=Objective(),
+                  space=KnobSpace(cat), query_model=query_model,
+                  settings=TuneSettings(interval=10, duration=300, guard=guard))
+    return tuner.run()
+
+
 def _advising(knob: str, value: int, like: str) -> type:
     """A query model that always advises *knob* = *value*, confidently, +20%."""
     from types import SimpleNamespace
@@ -297,23 +318,8 @@ def test_advice_that_does_not_pay_is_followed_by_the_databases_next_best(tmp_pat
                                    as_dict=dict)
 
     def tune(tries: int, where: str):
-        host = SimHost(tmp_path / where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6,
-                       persist=False)
-
-        class Objective:
-            unit = "ops/s"
-
-            def measure(self, host_, sample) -> float:
-                return {"256": 90.0, "1024": 115.0}.get(host.fs.read(rate.path).strip(), 100.0)
-
-            def describe(self) -> str:
-                return "loses at the first advice, pays at the second"
-
-        guard = GuardSettings(advice_tries=tries, exploration_budget=0, noise_z=0.0)
-        tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / where / "state"), objective=Objective(),
-                      space=KnobSpace(cat), query_model=TwoAnswers(),
-                      settings=TuneSettings(interval=10, duration=300, guard=guard))
-        return tuner.run()
+        return _tune_by_rate(tmp_path / where, {"256": 90.0, "1024": 115.0}, TwoAnswers(),
+                             GuardSettings(advice_tries=tries, exploration_budget=0, noise_z=0.0))
 
     result = tune(2, "two")
     advised = [e for e in result.events if e.kind == "model" and e.knob == rate.name]
@@ -353,23 +359,8 @@ def test_kept_advice_is_refined_by_the_measured_response(tmp_path: Path) -> None
         return Refining()
 
     def tune(where: str, promise: float, refine_gain: float = 0.02):
-        host = SimHost(tmp_path / where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6,
-                       persist=False)
-
-        class Objective:
-            unit = "ops/s"
-
-            def measure(self, host_, sample) -> float:
-                return {"256": 110.0, "1024": 121.0}.get(host.fs.read(rate.path).strip(), 100.0)
-
-            def describe(self) -> str:
-                return "+10% at the first advice, +10% more at the refined one"
-
-        guard = GuardSettings(exploration_budget=0, noise_z=0.0, refine_gain=refine_gain)
-        tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / where / "state"), objective=Objective(),
-                      space=KnobSpace(cat), query_model=advisor(promise),
-                      settings=TuneSettings(interval=10, duration=300, guard=guard))
-        return tuner.run()
+        return _tune_by_rate(tmp_path / where, {"256": 110.0, "1024": 121.0}, advisor(promise),
+                             GuardSettings(exploration_budget=0, noise_z=0.0, refine_gain=refine_gain))
 
     result = tune("refined", promise=0.08)
     evidence = asked[-1]["evidence"]
