@@ -180,6 +180,7 @@ class QueryModel:
         self._sqrt_w = np.sqrt(a["weights"])
         self._knob_names = sorted({n for c in self.configs for n in c})
         self._config_keys = [_config_key(c, self._knob_names) for c in self.configs]
+        self._config_index = {key: j for j, key in enumerate(self._config_keys)}
         self._trees = []
         self._members = []
         for c in range(len(a["centroids"])):
@@ -237,9 +238,8 @@ class QueryModel:
         key = _config_key(config, self._knob_names)
         if key == _config_key(self.meta.get("defaults", {}), self._knob_names):
             return np.ones(len(self.workload_names))
-        if key not in self._config_keys:
-            return None
-        return np.asarray(self.a["rel_table"][:, self._config_keys.index(key)], float)
+        j = self._config_index.get(key)
+        return None if j is None else np.asarray(self.a["rel_table"][:, j], float)
 
     def response_weights(self, prior: np.ndarray, evidence: Sequence[tuple[Mapping[str, Any], float]],
                          reference: Mapping[str, Any]) -> tuple[np.ndarray, int]:

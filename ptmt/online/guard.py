@@ -129,8 +129,8 @@ def config_key(config: Mapping[str, Value]) -> str:
     return json.dumps({k: config[k] for k in sorted(config)}, default=str)
 
 
-class Aborted(NamedTuple):
-    """A trial that was aborted: when, what it measured, and the level it was judged against."""
+class Failed(NamedTuple):
+    """A trial that was aborted or rejected: when, what it measured, and the level it was judged against."""
 
     seq: int
     gain: float
@@ -166,9 +166,9 @@ class Guard:
         self.below = 0
         self.last_needed, self.last_aborted = settings.accept_margin, False
         #: aborted trials by configuration key, kept across phases (see aborted_here)
-        self.aborted: dict[str, Aborted] = {}
+        self.aborted: dict[str, Failed] = {}
         #: trials rejected on their full readings, likewise (see rejected_here)
-        self.rejected: dict[str, Aborted] = {}
+        self.rejected: dict[str, Failed] = {}
 
     def new_phase(self, config: Mapping[str, Value], outlier: bool = False) -> None:
         self.best = dict(config)
@@ -207,7 +207,7 @@ class Guard:
                 self.trial = None
                 self.tabu.add(config_key(t.config))
                 self.last_needed, self.last_aborted = self.s.accept_margin, True
-                self.aborted[config_key(t.config)] = Aborted(interval, value / t.reference - 1.0, t.reference)
+                self.aborted[config_key(t.config)] = Failed(interval, value / t.reference - 1.0, t.reference)
                 return "reject", value / t.reference - 1.0
         if len(t.readings) < max(t.wanted, self.s.evaluate_intervals):
             return None
@@ -226,7 +226,7 @@ class Guard:
             self.tabu = set()
             return "keep", gain
         self.tabu.add(config_key(t.config))
-        self.rejected[config_key(t.config)] = Aborted(interval, gain, t.reference)
+        self.rejected[config_key(t.config)] = Failed(interval, gain, t.reference)
         return "reject", gain
 
     def margin(self, readings: list[float]) -> float:
@@ -252,16 +252,16 @@ class Guard:
             self.below = 0
         return self.below >= self.s.revert_after
 
-    def aborted_here(self, config: Mapping[str, Value]) -> Aborted | None:
+    def aborted_here(self, config: Mapping[str, Value]) -> Failed | None:
         """The abort of *config* when its verdict still holds: the best known level is within
         ``abort_fraction`` of the level it was aborted against."""
         return self._still_holds(self.aborted.get(config_key(config)))
 
-    def rejected_here(self, config: Mapping[str, Value]) -> Aborted | None:
+    def rejected_here(self, config: Mapping[str, Value]) -> Failed | None:
         """The rejection of *config* on its full readings, when it still holds (as :meth:`aborted_here`)."""
         return self._still_holds(self.rejected.get(config_key(config)))
 
-    def _still_holds(self, a: Aborted | None) -> Aborted | None:
+    def _still_holds(self, a: Failed | None) -> Failed | None:
         if a is None or a.reference <= 0 or self.best_level is None:
             return None
         return a if abs(self.best_level / a.reference - 1.0) < self.s.abort_fraction else None

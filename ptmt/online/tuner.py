@@ -169,14 +169,14 @@ class Tuner:
         self._far_tried: set[tuple[str, int]] = set()
         #: the database's advice was measured and kept this phase: exploit it (confirmed_budget)
         self._advice_confirmed = False
-        #: the configurations advised this phase, and whether to ask the database again (advice_tries)
+        #: the configurations advised this phase, and why to ask the database again next interval
+        #: ("failed": for its next best, "kept": to refine it; within advice_tries)
         self._advice_tried: list[dict[str, Value]] = []
-        self._advice_again = False
-        #: this phase's judged trials as (configuration, level relative to the phase's baseline), the
-        #: best known configuration's level on that scale, and whether kept advice is to be refined
+        self._ask_again: str | None = None
+        #: this phase's judged trials as (configuration, level relative to the phase's baseline), and
+        #: the best known configuration's level on that scale
         self._evidence: list[tuple[dict[str, Value], float]] = []
         self._level = 1.0
-        self._refine = False
         self._phase_fp: np.ndarray | None = None
         #: the configuration the phase's baseline was measured under, and whether it was checked again
         self._phase_start: dict[str, Value] = {}
@@ -375,10 +375,11 @@ class Tuner:
                 what, gain = verdict
                 if not g.last_aborted:  # one reading in the migrations' wake says little of the steady state
                     self._evidence.append((dict(trial.config), self._level * (1.0 + gain)))
+                self._ask_again = None
                 if what == "keep":
                     self._level *= 1.0 + gain
-                    self._refine = trial.what == ADVICE
-                if what == "keep":
+                    if trial.what == ADVICE:
+                        self._ask_again = "kept"
                     why = f"kept {trial.what}: {gain:+.1%} over {len(trial.readings)} intervals"
                     if trial.what == ADVICE and not self._advice_confirmed:
                         if gain >= self.s.guard.confirm_gain:
@@ -397,8 +398,8 @@ class Tuner:
                     else:
                         why = f"the change measured {gain:+.1%} (needs {g.last_needed:+.1%})"
                     self._change(g.best, "revert", f"back to the best known configuration: {why}", gain=gain)
-                    self._advice_again = (trial.what == ADVICE
-                                          and len(self._advice_tried) < self.s.guard.advice_tries)
+                    if trial.what == ADVICE:
+                        self._ask_again = "failed"
             return
         if self.phase.update(fp, value):
             self.phase_no += 1
@@ -422,8 +423,8 @@ class Tuner:
         """Baseline of the new phase, then the database's advice."""
         self._far_tried = set()
         self._advice_confirmed = False
-        self._advice_tried, self._advice_again, self._phase_fp = [], False, fp
-        self._evidence, self._level, self._refine = [], 1.0, False
+        self._advice_tried, self._ask_again, self._phase_fp = [], None, fp
+        self._evidence, self._level = [], 1.0
         self._phase_start, self._start_checked = dict(self.config), False
         warm = self._warm[self.s.guard.warmup_discard:] or self._warm
         self.baseline = sum(warm) / len(warm) if warm else self.previous
@@ -461,7 +462,7 @@ class Tuner:
             why = f"the previous advice did not pay; next best: {why}"
         if refine:
             over = getattr(advice, "gain_over_current", None)
-            if over is None or over < self.s.guard.refine_gain or advice.outlier:
+            if over is None or over < self.s.guard.refine_gain:
                 if over is not None:
                     self._event("model", f"kept advice not refined: the best other configuration of the "
                                 f"database is expected {over:+.1%} over it (needs {self.s.guard.refine_gain:+.0%})")
@@ -567,14 +568,14 @@ class Tuner:
 
     def _explore(self, sample: Sample, value: float | None, fp: np.ndarray) -> None:
         g = self.guard
-        if self._advice_again or self._refine:  # advice is not exploration: it spends no budget
-            again, self._advice_again, self._refine = self._advice_again, False, False
+        if self._ask_again:  # advice is not exploration: it spends no budget
+            after, self._ask_again = self._ask_again, None
             if len(self._advice_tried) < self.s.guard.advice_tries:
                 measured = ({"evidence": list(self._evidence), "reference": dict(self._phase_start),
                              "current": dict(g.best)}
                             if self._evidence and self.s.guard.refine_gain > 0 else {})
                 advice = self._query(self._phase_fp, exclude=self._advice_tried, **measured)
-                if advice is not None and self._advise(advice, again=again, refine=not again):
+                if advice is not None and self._advise(advice, again=after == "failed", refine=after == "kept"):
                     return
         if g.budget <= 0:
             self._check_start()
