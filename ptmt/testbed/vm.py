@@ -160,6 +160,18 @@ def _remember_kvm_failure(reason: str) -> None:
         pass
 
 
+def died_before_userspace(result: RunResult) -> bool:
+    """True when the guest kernel panicked or oopsed before the command could start.
+
+    Multi-threaded software emulation now and then loses a race with the kernel patching its own
+    text during boot (seen once in CI: a fatal exception in ``sched_clock_cpu`` 2 s into boot). Such a
+    boot says nothing about the command, so :meth:`TierVM.run` boots again; a crash after userspace
+    started is the command's result and is returned as it is."""
+    if result.boot_seconds is not None or result.timed_out:
+        return False
+    return any(mark in result.console for mark in ("Kernel panic", "Oops:", "BUG:", "general protection fault"))
+
+
 # ---------------------------------------------------------------------------------------------
 # the runner
 # ---------------------------------------------------------------------------------------------
@@ -177,6 +189,7 @@ class TierVM:
         kernel_args: Sequence[str] = (),
         qemu_args: Sequence[str] = (),
         boot_timeout: float = 120,
+        boot_retries: int = 2,
         log: Callable[[str], None] | None = None,
     ) -> None:
         self.topology = topology or Topology()
@@ -184,6 +197,7 @@ class TierVM:
         self.kernel_args = list(kernel_args)
         self.qemu_args = list(qemu_args)
         self.boot_timeout = boot_timeout
+        self.boot_retries = boot_retries
         self.log = log or (lambda _: None)
 
     def _command_file(self, outdir: Path, argv: Sequence[str], cwd: str, env: Mapping[str, str]) -> str:
@@ -221,6 +235,11 @@ class TierVM:
                 _remember_kvm_failure(result.error or "no boot")
                 self.log(f"boot with KVM failed ({result.error}); retrying with software emulation")
                 result = self._boot("tcg", argv, timeout, cwd, env, None, on_console)
+            for _ in range(self.boot_retries):
+                if not died_before_userspace(result):
+                    break
+                self.log(f"the guest kernel died before userspace ({result.error}); booting it again")
+                result = self._boot(result.accel, argv, timeout, cwd, env, outdir, on_console)
         return result
 
     @contextmanager
@@ -338,8 +357,9 @@ class TierVM:
 
 def run(argv: Sequence[str], topology: Topology | None = None, **kw) -> RunResult:  # noqa: ANN003
     """One-shot convenience: ``run(["cat", "/proc/vmstat"]).stdout``."""
-    runner_kw = {k: kw.pop(k) for k in ("kernel_args", "qemu_args", "boot_timeout", "log") if k in kw}
+    runner_kw = {k: kw.pop(k) for k in ("kernel_args", "qemu_args", "boot_timeout", "boot_retries", "log")
+                 if k in kw}
     return TierVM(topology, **runner_kw).run(argv, **kw)
 
 
-__all__ = ["RunResult", "TierVM", "Topology", "TestbedUnavailable", "choose_accel", "run"]
+__all__ = ["RunResult", "TierVM", "Topology", "TestbedUnavailable", "choose_accel", "died_before_userspace", "run"]
