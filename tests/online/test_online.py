@@ -557,6 +557,42 @@ def test_phase_detector_compares_a_return_with_what_it_measured_there_before() -
     assert d.anchors == {} and not d.pending  # the old phase's measurements are gone
 
 
+def _fp(**features: float) -> np.ndarray:
+    from ptmt.offline.fingerprint import FEATURE_NAMES
+
+    base = {"hint_faults": 5.8, "pte_updates": 6.0, "promote_candidates": 5.8, "fast_free": 0.02}
+    return np.array([{**base, **features}.get(n, 0.0) for n in FEATURE_NAMES])
+
+
+def test_the_policys_own_migrations_switching_on_are_not_a_phase() -> None:
+    """npb-cg under TPP defaults: no promotions for a few intervals, then ~300 pages/s/GiB, while the
+    workload's hint faults hold (the figures are the simulated run's log1p rates)."""
+    d = PhaseDetector()
+    d.new_phase("default", _fp(), 100.0)
+    busy = _fp(promote=5.2, demote=5.2, migrate=5.9)
+    assert not any(d.update(busy, 100.0) for _ in range(4))
+    counted = PhaseDetector(PhaseSettings(ignore_features=()))
+    counted.new_phase("default", _fp(), 100.0)
+    assert not counted.update(busy, 100.0) and counted.update(busy, 100.0)  # the old rule: a phase
+    assert counted.last_reason.startswith("fingerprint distance 1")
+
+
+def test_the_workloads_own_side_still_makes_a_phase() -> None:
+    """A job that starts touching memory after an idle spell: its hint faults and PTE updates jump."""
+    d = PhaseDetector()
+    idle = _fp(hint_faults=0.2, pte_updates=0.2, promote_candidates=0.0)
+    d.new_phase("default", idle, 100.0)
+    assert not d.update(idle, 100.0)
+    busy = _fp()
+    assert not d.update(busy, 100.0) and d.update(busy, 100.0)
+    assert d.last_reason.startswith("fingerprint distance 1")
+
+
+def test_an_unknown_ignored_feature_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"phase.ignore_features: unknown feature\(s\) \['promotions'\] \(allowed: hint_faults, "):
+        PhaseDetector(PhaseSettings(ignore_features=("promotions",)))
+
+
 def test_tuning_loop_logs_every_change_and_restores_the_originals(tmp_path: Path) -> None:
     host = SimHost(tmp_path / "m", workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6, persist=False)
     cat = load_catalog("autonuma")
