@@ -129,7 +129,7 @@ def tune(backend: TuneBackendOpt = None,
         _tune_sim(backend, catalog, KnobSpace(catalog), workload=workload or "silo-ycsb", machine=machine, fast_gb=fast_gb,
                   slow_gb=slow_gb, footprint_gb=footprint_gb, seed=seed, interval=cfg.interval,
                   duration=duration or 1800.0, agent=_agent(backend, catalog, cfg.model, cfg.search, catalog_dir_given),
-                  qm=qm, db=cfg.database, label=cfg.label, json_out=json_out)
+                  qm=qm, db=cfg.database, label=cfg.label, json_out=json_out, guard=cfg.guard, phase=cfg.phase)
         return
     _tune_linux(cfg, catalog, root=root, source=source, duration=duration, catalog_dir=catalog_dir_given, qm=qm,
                 workload=workload, json_out=json_out, reload_config=reload_config)
@@ -183,7 +183,8 @@ def _recorder(db: str, catalog: Any, host: Any, *, platform: str, source: Any, m
 
 def _tune_sim(backend: str, catalog: Any, space: Any, *, workload: str, machine: str | None, fast_gb: float | None,
               slow_gb: float | None, footprint_gb: float | None, seed: int, interval: float, duration: float,
-              agent: Any, qm: Any, db: str | None, label: str | None, json_out: bool) -> None:
+              agent: Any, qm: Any, db: str | None, label: str | None, json_out: bool,
+              guard: Any = None, phase: Any = None) -> None:
     import shutil
     import tempfile
 
@@ -193,6 +194,10 @@ def _tune_sim(backend: str, catalog: Any, space: Any, *, workload: str, machine:
     setup = SimSetup(workload=workload, machine=machine, fast_gb=fast_gb, slow_gb=slow_gb,
                      footprint_gb=footprint_gb, seed=seed)
     settings = TuneSettings(interval=interval, duration=duration)
+    if guard is not None:
+        settings.guard = guard
+    if phase is not None:
+        settings.phase = phase
     rec = None
     if db is not None:
         tmp = Path(tempfile.mkdtemp(prefix="ptmt-ident-"))

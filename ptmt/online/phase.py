@@ -21,10 +21,13 @@ the comparison (and its confirmation, when it failed) is done.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import numpy as np
 
+from ptmt.errors import ConfigError
 from ptmt.offline.fingerprint import FEATURE_NAMES
 
 #: Fingerprint features that record what the tiering policy did, not what the workload does.
@@ -44,6 +47,42 @@ class PhaseSettings:
     confirm: int = 2
     settle: int = 1
     ignore_features: tuple[str, ...] = POLICY_FEATURES
+
+    def as_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "ignore_features": list(self.ignore_features)}
+
+    @classmethod
+    def from_mapping(cls, data: Mapping[str, Any], where: str = "phase") -> PhaseSettings:
+        """Settings from a config mapping; every error names the key (``At 'phase.confirm': ...``)."""
+        known = [f.name for f in fields(cls)]
+        errors: list[str] = []
+        values: dict[str, Any] = {}
+        for key, raw in data.items():
+            at = f"At '{where}.{key}'"
+            if key not in known:
+                errors.append(f"{at}: unknown setting (allowed: {', '.join(known)})")
+            elif key == "ignore_features":
+                if not isinstance(raw, list) or not all(isinstance(n, str) for n in raw):
+                    errors.append(f"{at}: must be a list of fingerprint feature names (got {raw!r})")
+                elif bad := [n for n in raw if n not in FEATURE_NAMES]:
+                    errors.append(f"{at}: unknown feature(s) {', '.join(bad)} (allowed: {', '.join(FEATURE_NAMES)})")
+                else:
+                    values[key] = tuple(raw)
+            elif key in ("confirm", "settle"):
+                least = 1 if key == "confirm" else 0
+                if not isinstance(raw, int) or isinstance(raw, bool) or raw < least:
+                    kind = "a positive integer" if least else "a non-negative integer"
+                    errors.append(f"{at}: must be {kind} (got {raw!r})")
+                else:
+                    values[key] = raw
+            else:
+                if isinstance(raw, bool) or not isinstance(raw, (int, float)) or not raw > 0:
+                    errors.append(f"{at}: must be a positive number (got {raw!r})")
+                else:
+                    values[key] = float(raw)
+        if errors:
+            raise ConfigError("\n".join(errors))
+        return cls(**values)
 
 
 class PhaseDetector:

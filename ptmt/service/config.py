@@ -5,7 +5,7 @@ docs/service.md). Validation reports every problem at once, each naming the file
 
     /etc/ptmt/ptmt.yaml: At 'guard.revert_after': must be a positive integer (got 0)
 
-The ``guard`` and ``objective`` sections go through the same validators the tuner uses, so the file
+The ``guard``, ``phase`` and ``objective`` sections go through the same validators the tuner uses, so the file
 accepts exactly what the command line does. Command-line flags override the file (``overlay``).
 Nothing here touches the kernel: a file that does not validate stops ``ptmt tune`` before any write,
 and on SIGHUP the running service keeps its old configuration.
@@ -22,6 +22,7 @@ from typing import Any
 
 from ptmt.errors import ConfigError, PtmtError
 from ptmt.online.guard import GuardSettings
+from ptmt.online.phase import PhaseSettings
 from ptmt.schema import at, raise_if, read_yaml, schema_errors
 
 #: Where the service looks when no ``--config`` is given (read only if it exists).
@@ -42,6 +43,7 @@ class ServiceConfig:
     search: bool = False
     query_model: Path | None = None
     guard: GuardSettings = field(default_factory=GuardSettings)
+    phase: PhaseSettings = field(default_factory=PhaseSettings)
     leave_alone: list[str] = field(default_factory=list)
     metrics_port: int | None = None
     dry_run: bool = False
@@ -65,7 +67,7 @@ class ServiceConfig:
             if f.name == "path":
                 continue
             a, b = getattr(self, f.name), getattr(other, f.name)
-            if f.name == "guard":
+            if f.name in ("guard", "phase"):
                 a, b = a.as_dict(), b.as_dict()
             if a != b:
                 out.append(f.name)
@@ -134,6 +136,12 @@ def parse_config(data: Any, source: str | Path, base: Path | None = None) -> Ser
             guard = GuardSettings.from_mapping(data["guard"])
         except ConfigError as exc:
             errors.extend(str(exc).splitlines())
+    phase = PhaseSettings()
+    if isinstance(data.get("phase"), Mapping):
+        try:
+            phase = PhaseSettings.from_mapping(data["phase"])
+        except ConfigError as exc:
+            errors.extend(str(exc).splitlines())
     if data.get("objective") is not None and "objective" not in bad_keys:
         from ptmt.online.objective import objective_from_mapping
 
@@ -147,7 +155,7 @@ def parse_config(data: Any, source: str | Path, base: Path | None = None) -> Ser
         backend=data.get("backend"), platform=data.get("platform"), interval=float(data.get("interval", 10.0)),
         objective=data.get("objective"), database=data.get("database"), label=data.get("label"),
         model=_path(data.get("model"), base), search=bool(data.get("search", False)),
-        query_model=_path(data.get("query_model"), base), guard=guard,
+        query_model=_path(data.get("query_model"), base), guard=guard, phase=phase,
         leave_alone=list(data.get("leave_alone") or []), metrics_port=data.get("metrics_port"),
         dry_run=bool(data.get("dry_run", False)), state_dir=_path(data.get("state_dir"), base),
         catalog_dirs=[str(_path(d, base)) for d in data.get("catalog_dirs") or []],

@@ -109,7 +109,8 @@ class Service:
         self.source = source
         self.state_dir = Path(self.config.state_dir or default_state_dir("linux"))
         self.backend = ManagedBackend(backend_for(self.catalog, host), dry_run=self.config.dry_run)
-        settings = TuneSettings(interval=self.config.interval, duration=self.duration, guard=self.config.guard)
+        settings = TuneSettings(interval=self.config.interval, duration=self.duration, guard=self.config.guard,
+                                phase=self.config.phase)
         self.tuner = Tuner(self.host, self.backend, self.journal, objective=SilentObjective(source), space=space,
                            agent=self.agent, query_model=self.query_model, settings=settings,
                            recorder=self.recorder, fast_nodes=fast_nodes(host))

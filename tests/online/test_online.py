@@ -593,6 +593,28 @@ def test_an_unknown_ignored_feature_is_refused() -> None:
         PhaseDetector(PhaseSettings(ignore_features=("promotions",)))
 
 
+def test_tune_on_the_simulated_machine_follows_the_configuration_files_guard_and_phase(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from ptmt.cli import app
+
+    def tune(*config: str) -> dict:
+        res = CliRunner().invoke(app, ["tune", "--platform", "sim", "--backend", "autonuma", "--workload", "gups",
+                                       "--duration", "200", "--search", "--json", *config])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)
+
+    plain = tune()
+    assert plain["changes"] >= 1 and not any(e["kind"] == "phase" for e in plain["events"])
+    cfg = tmp_path / "ptmt.yaml"
+    # a warm-up as long as the run: nothing changes; a detector that takes noise for a phase: phases
+    cfg.write_text("guard: {warmup_intervals: 8}\nphase: {objective_shift: 0.001, confirm: 1, distance: 1000}\n")
+    configured = tune("--config", str(cfg))
+    phases = [e["reason"] for e in configured["events"] if e["kind"] == "phase"]
+    assert configured["changes"] == 0 and phases
+    assert phases[0].endswith("under an unchanged configuration; measuring the new baseline for 8 intervals")
+
+
 def test_tuning_loop_logs_every_change_and_restores_the_originals(tmp_path: Path) -> None:
     host = SimHost(tmp_path / "m", workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6, persist=False)
     cat = load_catalog("autonuma")

@@ -21,6 +21,7 @@ def test_the_documented_example_loads() -> None:
     assert (cfg.backend, cfg.platform, cfg.interval, cfg.dry_run) == ("autonuma", "linux", 10.0, False)
     assert cfg.objective == {"source": "proxy"}
     assert cfg.guard.revert_after == 2 and cfg.state_dir == Path("/var/lib/ptmt")
+    assert (cfg.phase.objective_shift, cfg.phase.confirm) == (0.12, 2)
     check_against_catalog(cfg, load_catalog(cfg.backend))
     from ptmt.online.objective import objective_from_mapping
 
@@ -42,6 +43,26 @@ def test_every_error_names_the_file_and_the_key(tmp_path: Path) -> None:
     assert any(line.startswith(f"{bad}: unknown key 'colour' (allowed: backend, ") for line in lines)
     assert f"{bad}: At 'objective.rate': must be true or false (got 1)" in lines
     assert len(lines) == 8
+
+
+def test_phase_settings_are_read_and_every_error_names_its_key(tmp_path: Path) -> None:
+    cfg = parse_config({"phase": {"objective_shift": 0.2, "ignore_features": ["promote"]}}, tmp_path / "p.yaml")
+    assert cfg.phase.objective_shift == 0.2 and cfg.phase.ignore_features == ("promote",)
+    assert cfg.phase.confirm == 2  # not given: the default
+    bad = {"phase": {"confirm": 0, "settle": -1, "distance": "far", "ignore_features": ["promote", "promotions"],
+                     "window": 3}}
+    with pytest.raises(ConfigError) as exc:
+        parse_config(bad, "p.yaml")
+    assert str(exc.value).splitlines() == [
+        "p.yaml: At 'phase.confirm': must be a positive integer (got 0)",
+        "p.yaml: At 'phase.settle': must be a non-negative integer (got -1)",
+        "p.yaml: At 'phase.distance': must be a positive number (got 'far')",
+        "p.yaml: At 'phase.ignore_features': unknown feature(s) promotions (allowed: hint_faults, "
+        "hint_local_share, pte_updates, promote, promote_candidates, demote, demote_direct_share, migrate, "
+        "migrate_fail, fast_free, fast_access_share, ipc)",
+        "p.yaml: At 'phase.window': unknown setting (allowed: distance, objective_shift, confirm, settle, "
+        "ignore_features)",
+    ]
 
 
 def test_unknown_knob_to_leave_alone_and_missing_file(tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from typer.testing import CliRunner
 
 from ptmt.cli import app
 from ptmt.journal import Journal
+from ptmt.online.phase import PhaseSettings
 from ptmt.service.config import load_config
 from ptmt.service.daemon import Stopped
 from ptmt.service.state import read_states
@@ -135,12 +136,14 @@ def test_an_invalid_reload_keeps_the_running_configuration(make_service, host_tr
 
     def good() -> None:
         seen["after_bad"] = (service.tuner.s.interval, service.tuner.s.guard.revert_after)
-        cfg.write_text("guard: {revert_after: 3}\ninterval: 0.03\nmetrics_port: 9\n")
+        cfg.write_text("guard: {revert_after: 3}\ninterval: 0.03\nmetrics_port: 9\nphase: {confirm: 3}\n")
         os.kill(os.getpid(), signal.SIGHUP)
 
     obj = helpers.Objective(root, {4: bad, 8: good, 11: lambda: os.kill(os.getpid(), signal.SIGTERM)})
     flags = {"backend": "autonuma", "platform": "linux", "search": True, "state_dir": host_tree["state"]}
-    service = make_service(obj, reload_config=lambda: load_config(cfg).overlay(**flags))
+    service = make_service(obj, reload_config=lambda: load_config(cfg).overlay(**flags),
+                           phase=PhaseSettings(objective_shift=0.2))
+    assert service.tuner.s.phase.objective_shift == 0.2  # the file's phase settings reach the detector
     service.config.path = cfg
     with pytest.raises(Stopped):
         service.run()
@@ -148,10 +151,12 @@ def test_an_invalid_reload_keeps_the_running_configuration(make_service, host_tr
     assert (f"configuration reload refused, still running on the previous configuration: {cfg}: At "
             "'guard.revert_after': must be a positive integer (got 0)") in lines
     assert seen["after_bad"] == (0.02, 2)
-    assert (f"configuration {cfg} reloaded: interval 0.02 -> 0.03 s; guard (revert_after); metrics_port take(s) "
-            "effect when the service restarts") in lines
+    assert (f"configuration {cfg} reloaded: interval 0.02 -> 0.03 s; guard (revert_after); phase, metrics_port "
+            "take(s) effect when the service restarts") in lines
     assert (service.tuner.s.interval, service.tuner.s.guard.revert_after) == (0.03, 3)
     assert service.config.metrics_port is None
+    assert service.tuner.s.phase.confirm == service.config.phase.confirm == 2  # until the restart
+    assert service.tuner.phase.s.objective_shift == 0.2
 
 
 def free_port() -> int:
