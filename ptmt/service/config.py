@@ -114,6 +114,18 @@ def _path(value: Any, base: Path) -> Path | None:
     return p if p.is_absolute() else base / p
 
 
+def _section(data: Mapping[str, Any], key: str, settings: Any, errors: list[str]) -> Any:
+    """The ``guard``/``phase`` section through its own validator (defaults when absent); its errors
+    join *errors*."""
+    if not isinstance(data.get(key), Mapping):
+        return settings()
+    try:
+        return settings.from_mapping(data[key])
+    except ConfigError as exc:
+        errors.extend(str(exc).splitlines())
+        return settings()
+
+
 def parse_config(data: Any, source: str | Path, base: Path | None = None) -> ServiceConfig:
     """Validate a parsed mapping; raises ConfigError listing every problem, each prefixed by *source*."""
     if data is None:
@@ -130,18 +142,8 @@ def parse_config(data: Any, source: str | Path, base: Path | None = None) -> Ser
         port = data["metrics_port"]
         if not 1 <= port <= 65535:
             errors.append(at(["metrics_port"], f"must be a TCP port between 1 and 65535 (got {port!r})"))
-    guard = GuardSettings()
-    if isinstance(data.get("guard"), Mapping):
-        try:
-            guard = GuardSettings.from_mapping(data["guard"])
-        except ConfigError as exc:
-            errors.extend(str(exc).splitlines())
-    phase = PhaseSettings()
-    if isinstance(data.get("phase"), Mapping):
-        try:
-            phase = PhaseSettings.from_mapping(data["phase"])
-        except ConfigError as exc:
-            errors.extend(str(exc).splitlines())
+    guard = _section(data, "guard", GuardSettings, errors)
+    phase = _section(data, "phase", PhaseSettings, errors)
     if data.get("objective") is not None and "objective" not in bad_keys:
         from ptmt.online.objective import objective_from_mapping
 
