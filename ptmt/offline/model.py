@@ -345,6 +345,34 @@ class QueryModel:
                                       for i in top if votes[i] > 0},
                            gain_over_current=over, evidence_used=used)
 
+    def generalist(self, *, exclude: Collection[Mapping[str, Any]] = ()) -> QueryResult | None:
+        """The configuration that does best across the database's workloads, for a workload unlike
+        any of them (an outlier), where the nearest neighbours say nothing: the highest median,
+        over the workloads that measured it, of its performance relative to each workload's
+        defaults. ``expected_gain`` is that median minus 1 and ``confidence`` the share of those
+        workloads on which it was at least as good as the defaults. None when nothing but the
+        defaults (or an excluded configuration) is left, or nothing was measured on at least half
+        of the workloads."""
+        rel, measured = self.a["rel_table"], self.a["measured"].astype(bool)
+        banned = {_config_key(c, self._knob_names) for c in exclude}
+        banned.add(_config_key(self.meta.get("defaults", {}), self._knob_names))
+        best: tuple[float, float, int] | None = None
+        for j, key in enumerate(self._config_keys):
+            col = rel[measured[:, j], j]
+            if key in banned or 2 * len(col) < len(self.workload_names) or not len(col):
+                continue
+            med, share = float(np.median(col)), float(np.mean(col >= 1.0))
+            if best is None or med > best[0]:
+                best = (med, share, j)
+        if best is None:
+            return None
+        med, share, j = best
+        wins = {self.workload_names[i]: round(float(rel[i, j]), 4)
+                for i in np.argsort(-rel[:, j])[:3] if measured[i, j]}
+        return QueryResult(configuration=dict(self.configs[j]), expected_gain=med - 1.0, confidence=share,
+                           outlier=True, method="generalist", cluster=-1, distance=float("nan"),
+                           threshold=float("nan"), workloads=wins)
+
     # -- description --------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
         m = self.meta

@@ -86,6 +86,11 @@ class GuardSettings:
     #: promises at least this much over the kept configuration (within ``advice_tries``; 0 = never,
     #: and the next best after failed advice then ignores the measurements too)
     refine_gain: float = 0.02
+    #: a workload unlike anything in the database (an outlier) first tries the database's best
+    #: configuration across its workloads (highest median gain over the defaults), as advice,
+    #: when that configuration was at least as good as the defaults on this share of them
+    #: (0 = never: an outlier only explores)
+    generalist_share: float = 0.6
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

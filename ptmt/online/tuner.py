@@ -469,11 +469,20 @@ class Tuner:
                 return False
             why = f"refining kept advice: {over:+.1%} over it expected; {why}"
         if advice.outlier:
-            self._event("model", f"workload is an outlier for the database (distance {advice.distance:.1f} > "
-                        f"{advice.threshold:.1f}): not applying its advice, exploration budget "
-                        f"{self.guard.budget}", **advice.as_dict())
-            return False
-        if advice.confidence < self.s.guard.model_confidence or advice.expected_gain < self.s.guard.model_min_gain:
+            outlier = (f"workload is an outlier for the database (distance {advice.distance:.1f} > "
+                       f"{advice.threshold:.1f})")
+            general = self._generalist() if not refine else None
+            if general is None:
+                self._event("model", f"{outlier}: not applying its advice, exploration budget "
+                            f"{self.guard.budget}", **advice.as_dict())
+                return False
+            self._event("model", f"{outlier}: its nearest workloads say nothing; trying the database's "
+                        f"best configuration across workloads", **advice.as_dict())
+            advice, why = general
+            cfg = self._coerce(advice.configuration)
+            if again:
+                why = f"the previous advice did not pay; next best: {why}"
+        elif advice.confidence < self.s.guard.model_confidence or advice.expected_gain < self.s.guard.model_min_gain:
             self._event("model", f"advice not applied: {why} is below the bar (confidence "
                         f"{self.s.guard.model_confidence}, gain {self.s.guard.model_min_gain:+.0%})")
             return False
@@ -497,6 +506,26 @@ class Tuner:
         self._change(cfg, "model", why, expected_gain=advice.expected_gain, confidence=advice.confidence,
                      cluster=advice.cluster)
         return True
+
+    def _generalist(self) -> tuple[Any, str] | None:
+        """For an outlier: the database's best configuration across its workloads
+        (``QueryModel.generalist``) and why, when it clears ``generalist_share`` and
+        ``model_min_gain``; None (logged when there was a candidate) otherwise."""
+        share = self.s.guard.generalist_share
+        find = getattr(self.query_model, "generalist", None)
+        if share <= 0 or find is None:
+            return None
+        general = find(exclude=self._advice_tried)
+        if general is None:
+            return None
+        best = ", ".join(f"{w} {r - 1:+.0%}" for w, r in general.workloads.items())
+        why = (f"best across the database's workloads: median {general.expected_gain:+.1%} over the defaults, "
+               f"at least as good on {general.confidence:.0%} of them (best on {best})")
+        if general.confidence < share or general.expected_gain < self.s.guard.model_min_gain:
+            self._event("model", f"not tried: the configuration {why} is below the bar (share "
+                        f"{share:.0%}, gain {self.s.guard.model_min_gain:+.0%})")
+            return None
+        return general, why
 
     def _coerce(self, config: Mapping[str, Any]) -> dict[str, Value]:
         typed = {}

@@ -193,3 +193,24 @@ def test_held_out_workloads(table) -> None:
     assert wl["regret"] < 0.05 and wl["achieved_gain"] > 0.15
     assert wl["regret"] <= orig["regret"]
     assert abs(wl["predicted_gain"] - wl["achieved_gain"]) < 0.1
+
+
+def test_generalist_is_the_best_configuration_across_workloads(model) -> None:
+    """For an outlier the neighbours say nothing; the generalist is the configuration whose median
+    gain over the workloads' defaults is highest, never the defaults, and ``exclude`` moves on."""
+    ws = synthetic.workloads(2)
+    defaults = CAT.defaults()
+
+    def median_gain(config: dict) -> float:
+        full = {**defaults, **config}
+        return float(np.median([synthetic.true_perf(w, full) / synthetic.true_perf(w, defaults) for w in ws]))
+
+    g = model.generalist()
+    assert g is not None and g.outlier and g.method == "generalist"
+    candidates = [c for c in model.configs if {**defaults, **c} != defaults]
+    assert median_gain(g.configuration) >= max(median_gain(c) for c in candidates) - 0.03
+    assert g.expected_gain == pytest.approx(median_gain(g.configuration) - 1, abs=0.05)
+    assert 0.5 <= g.confidence <= 1.0 and len(g.workloads) == 3
+    nxt = model.generalist(exclude=[g.configuration])
+    assert nxt is not None and nxt.configuration != g.configuration and nxt.expected_gain <= g.expected_gain
+    assert model.generalist(exclude=model.configs) is None

@@ -206,6 +206,54 @@ def _advising(knob: str, value: int, like: str) -> type:
     return Advisor
 
 
+def test_an_outlier_tries_the_databases_best_configuration_across_workloads(tmp_path: Path) -> None:
+    """When the fingerprint is unlike the database's workloads, their advice is not applied; the
+    configuration best across them (``QueryModel.generalist``) is tried instead, as advice, when it
+    was at least the defaults on ``generalist_share`` of them; below that share, or with the share
+    at 0, nothing is applied."""
+    from types import SimpleNamespace
+
+    rate = load_catalog("autonuma").knobs["numa_balancing_promote_rate_limit_MBps"]
+
+    class Outlying:
+        def query(self, fp, exclude=(), **measured):
+            return SimpleNamespace(configuration={rate.name: 1024}, expected_gain=0.3, confidence=0.0, cluster=2,
+                                   workloads={"gups": 1.0}, outlier=True, distance=5.9, threshold=0.7,
+                                   as_dict=dict)
+
+        def generalist(self, exclude=()):
+            if any(c.get(rate.name) == 256 for c in exclude):
+                return None
+            return SimpleNamespace(configuration={rate.name: 256}, expected_gain=0.072, confidence=0.8,
+                                   cluster=-1, workloads={"npb-cg": 1.27, "gapbs-bfs": 1.17}, outlier=True,
+                                   as_dict=dict)
+
+    def tune(where: str, share: float):
+        return _tune_by_rate(tmp_path / where, {"256": 115.0, "1024": 130.0}, Outlying(),
+                             GuardSettings(exploration_budget=0, outlier_budget=0, noise_z=0.0,
+                                           generalist_share=share))
+
+    tried = tune("tried", 0.6)
+    model = [e for e in tried.events if e.kind == "model"]
+    assert model[0].reason == ("workload is an outlier for the database (distance 5.9 > 0.7): its nearest "
+                               "workloads say nothing; trying the database's best configuration across workloads")
+    assert (model[1].knob, model[1].new) == (rate.name, "256")
+    assert model[1].reason == ("best across the database's workloads: median +7.2% over the defaults, at least "
+                               "as good on 80% of them (best on npb-cg +27%, gapbs-bfs +17%)")
+    assert next(e for e in tried.events if e.kind == "keep").reason.startswith("kept model advice: +15.0%")
+    assert tried.final_config[rate.name] == 256  # the neighbours' 1024 is never applied
+
+    short = tune("short", 0.9)
+    assert [e.reason for e in short.events if e.kind == "model"][:1] == [
+        "not tried: the configuration best across the database's workloads: median +7.2% over the defaults, "
+        "at least as good on 80% of them (best on npb-cg +27%, gapbs-bfs +17%) is below the bar (share 90%, "
+        "gain +1%)"]
+    assert short.final_config[rate.name] == rate.default and short.changes == 0
+    off = tune("off", 0.0)
+    assert off.final_config[rate.name] == rate.default and off.changes == 0
+    assert all("best configuration across" not in e.reason for e in off.events)
+
+
 def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None:
     """Advice that measures well cuts the phase's exploration to ``confirmed_budget`` one-rung moves
     and skips the far ends; advice that does not pay, or pays less than ``confirm_gain``, leaves the
