@@ -528,7 +528,7 @@ def test_after_an_abort_the_next_trial_is_judged_against_the_level_before_it(flo
     g.best_level = 100.0
     g.start_trial({"k": 2}, 0, "k up", "k")
     assert g.judge(1, 80.0) == ("reject", pytest.approx(-0.2))
-    for v in (92.0, 95.0, 95.0):  # back under the best known configuration, recovering
+    for v in (90.0, 92.0, 95.0):  # back under the best known configuration, recovering
         g.observe_best(v)
     assert g.best_level < 96.0
     g.start_trial({"k": 3}, 5, "k down", "k")  # worth nothing: its readings are the recovery's
