@@ -150,9 +150,14 @@ class Failed(NamedTuple):
 class Trial:
     """A change being judged."""
 
-    def __init__(self, config: Mapping[str, Value], reference: float, started: int, what: str) -> None:
+    def __init__(self, config: Mapping[str, Value], reference: float, started: int, what: str,
+                 abort_reference: float | None = None) -> None:
         self.config = dict(config)
         self.reference = reference
+        #: what a single reading is aborted against: the level measured just before the trial (the
+        #: verdict's reference may be raised above it by ``abort_floor``; aborting on that would
+        #: chain aborts when the workload's level fell)
+        self.abort_reference = reference if abort_reference is None else abort_reference
         self.started = started
         self.what = what
         self.readings: list[float] = []
@@ -201,9 +206,10 @@ class Guard:
                     reference: float | None = None) -> None:
         """Judge *config* against *reference* (default: the best known level)."""
         ref = reference if reference is not None else self.best_level
+        verdict_ref = ref
         if reference is None and ref is not None and self.floor is not None and self.s.abort_floor:
-            ref = max(ref, self.floor)
-        self.trial = Trial(config, ref or 0.0, interval, what)
+            verdict_ref = max(ref, self.floor)
+        self.trial = Trial(config, verdict_ref or 0.0, interval, what, abort_reference=ref or 0.0)
         if knob is not None:
             self.moves_per_knob[knob] = self.moves_per_knob.get(knob, 0) + 1
 
@@ -218,13 +224,14 @@ class Guard:
             return None
         if value is not None:
             t.readings.append(value)
-            if t.reference > 0 and value < t.reference * (1.0 - self.s.abort_fraction) and self.s.abort_fraction > 0:
+            ref = t.abort_reference
+            if ref > 0 and value < ref * (1.0 - self.s.abort_fraction) and self.s.abort_fraction > 0:
                 self.trial = None
                 self.tabu.add(config_key(t.config))
                 self.last_needed, self.last_aborted = self.s.accept_margin, True
-                self.aborted[config_key(t.config)] = Failed(interval, value / t.reference - 1.0, t.reference)
+                self.aborted[config_key(t.config)] = Failed(interval, value / ref - 1.0, ref)
                 self.floor = max(self.floor or 0.0, t.reference)
-                return "reject", value / t.reference - 1.0
+                return "reject", value / ref - 1.0
         if len(t.readings) < max(t.wanted, self.s.evaluate_intervals):
             return None
         mean = sum(t.readings) / len(t.readings)

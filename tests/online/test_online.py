@@ -532,16 +532,18 @@ def test_after_an_abort_the_next_trial_is_judged_against_the_level_before_it(flo
         g.observe_best(v)
     assert g.best_level < 96.0
     g.start_trial({"k": 3}, 5, "k down", "k")  # worth nothing: its readings are the recovery's
-    assert g.judge(6, 99.0) is None
+    # a single reading is aborted against the level just measured, not the floor: 94 is within 5%
+    # of ~95.4 (a floor-based abort would chain aborts once the workload's level fell)
+    assert g.judge(6, 94.0) is None and g.trial is not None
     verdict = g.judge(7, 100.0)
     if floor:
-        assert verdict == ("reject", pytest.approx(-0.005))
+        assert verdict == ("reject", pytest.approx(-0.03))
         assert g.floor is None  # judged on its full readings: the floor is spent
         g.best_level = 97.0
         g.start_trial({"k": 4}, 10, "k up", "k")
         assert g.trial is not None and g.trial.reference == 97.0
     else:
-        assert verdict is not None and verdict[0] == "keep" and verdict[1] > 0.03
+        assert verdict is not None and verdict[0] == "keep" and verdict[1] > 0.01
 
 
 def _guard_at_100(extend_inconclusive: int) -> Guard:
