@@ -91,11 +91,6 @@ class GuardSettings:
     #: when that configuration was at least as good as the defaults on this share of them
     #: (0 = never: an outlier only explores)
     generalist_share: float = 0.6
-    #: after an aborted trial, the next trials are judged against at least the level the aborted one
-    #: was judged against, until one is judged on its full readings: the aborted trial's damage
-    #: lingers after the revert, and a reference taken from those readings credits the next trial
-    #: with the recovery
-    abort_floor: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -150,14 +145,9 @@ class Failed(NamedTuple):
 class Trial:
     """A change being judged."""
 
-    def __init__(self, config: Mapping[str, Value], reference: float, started: int, what: str,
-                 abort_reference: float | None = None) -> None:
+    def __init__(self, config: Mapping[str, Value], reference: float, started: int, what: str) -> None:
         self.config = dict(config)
         self.reference = reference
-        #: what a single reading is aborted against: the level measured just before the trial (the
-        #: verdict's reference may be raised above it by ``abort_floor``; aborting on that would
-        #: chain aborts when the workload's level fell)
-        self.abort_reference = reference if abort_reference is None else abort_reference
         self.started = started
         self.what = what
         self.readings: list[float] = []
@@ -184,8 +174,6 @@ class Guard:
         self.aborted: dict[str, Failed] = {}
         #: trials rejected on their full readings, likewise (see rejected_here)
         self.rejected: dict[str, Failed] = {}
-        #: the reference of the last aborted trial, while no trial since was judged on full readings
-        self.floor: float | None = None
 
     def new_phase(self, config: Mapping[str, Value], outlier: bool = False) -> None:
         self.best = dict(config)
@@ -196,7 +184,6 @@ class Guard:
         self.budget = self.s.outlier_budget if outlier else self.s.exploration_budget
         self.moves_per_knob = {}
         self.below = 0
-        self.floor = None
 
     def observe_best(self, value: float) -> None:
         """A reading under the best known configuration: its level follows the workload (EMA)."""
@@ -206,10 +193,7 @@ class Guard:
                     reference: float | None = None) -> None:
         """Judge *config* against *reference* (default: the best known level)."""
         ref = reference if reference is not None else self.best_level
-        verdict_ref = ref
-        if reference is None and ref is not None and self.floor is not None and self.s.abort_floor:
-            verdict_ref = max(ref, self.floor)
-        self.trial = Trial(config, verdict_ref or 0.0, interval, what, abort_reference=ref or 0.0)
+        self.trial = Trial(config, ref or 0.0, interval, what)
         if knob is not None:
             self.moves_per_knob[knob] = self.moves_per_knob.get(knob, 0) + 1
 
@@ -224,14 +208,12 @@ class Guard:
             return None
         if value is not None:
             t.readings.append(value)
-            ref = t.abort_reference
-            if ref > 0 and value < ref * (1.0 - self.s.abort_fraction) and self.s.abort_fraction > 0:
+            if t.reference > 0 and value < t.reference * (1.0 - self.s.abort_fraction) and self.s.abort_fraction > 0:
                 self.trial = None
                 self.tabu.add(config_key(t.config))
                 self.last_needed, self.last_aborted = self.s.accept_margin, True
-                self.aborted[config_key(t.config)] = Failed(interval, value / ref - 1.0, ref)
-                self.floor = max(self.floor or 0.0, t.reference)
-                return "reject", value / ref - 1.0
+                self.aborted[config_key(t.config)] = Failed(interval, value / t.reference - 1.0, t.reference)
+                return "reject", value / t.reference - 1.0
         if len(t.readings) < max(t.wanted, self.s.evaluate_intervals):
             return None
         mean = sum(t.readings) / len(t.readings)
@@ -242,7 +224,6 @@ class Guard:
             t.wanted = len(t.readings) + self.s.extend_inconclusive
             return "extend", gain  # within the noise: the trial goes on
         self.trial = None
-        self.floor = None
         if gain >= self.last_needed:
             self.superseded.add(config_key(self.best))
             self.best = dict(t.config)

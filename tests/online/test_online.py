@@ -517,35 +517,6 @@ def test_a_rejection_is_remembered_across_phases_until_the_level_moves() -> None
     assert g.rejected_here({"k": 2}) is None
 
 
-@pytest.mark.parametrize("floor", [True, False])
-def test_after_an_abort_the_next_trial_is_judged_against_the_level_before_it(floor: bool) -> None:
-    """The readings after an aborted trial's revert still carry its damage (here 95 where the best
-    configuration ran at 100); with ``abort_floor`` the next trial is judged against 100, not the
-    depressed level, until a trial is judged on its full readings."""
-    g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=2, abort_fraction=0.05, noise_z=0.0,
-                            extend_inconclusive=0, abort_floor=floor))
-    g.new_phase({"k": 1})
-    g.best_level = 100.0
-    g.start_trial({"k": 2}, 0, "k up", "k")
-    assert g.judge(1, 80.0) == ("reject", pytest.approx(-0.2))
-    for v in (90.0, 92.0, 95.0):  # back under the best known configuration, recovering
-        g.observe_best(v)
-    assert g.best_level < 96.0
-    g.start_trial({"k": 3}, 5, "k down", "k")  # worth nothing: its readings are the recovery's
-    # a single reading is aborted against the level just measured, not the floor: 94 is within 5%
-    # of ~95.4 (a floor-based abort would chain aborts once the workload's level fell)
-    assert g.judge(6, 94.0) is None and g.trial is not None
-    verdict = g.judge(7, 100.0)
-    if floor:
-        assert verdict == ("reject", pytest.approx(-0.03))
-        assert g.floor is None  # judged on its full readings: the floor is spent
-        g.best_level = 97.0
-        g.start_trial({"k": 4}, 10, "k up", "k")
-        assert g.trial is not None and g.trial.reference == 97.0
-    else:
-        assert verdict is not None and verdict[0] == "keep" and verdict[1] > 0.01
-
-
 def _guard_at_100(extend_inconclusive: int) -> Guard:
     """A guard judging 4 readings against a best known level of 100, with the noise margin on."""
     g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=4, accept_margin=0.01, abort_fraction=0.05,
