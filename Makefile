@@ -8,11 +8,12 @@ STAMP  := $(VENV)/.ptmt-installed
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	# CPU-only torch first, pinned, so stable-baselines3 never resolves to a CUDA build.
 	$(BIN)/pip install --disable-pip-version-check -q torch==2.13.0
-	$(BIN)/pip install --disable-pip-version-check -q -e '.[test]'
+	# every other library at the version in constraints.txt, so results reproduce (docs/results.md)
+	$(BIN)/pip install --disable-pip-version-check -q -c constraints.txt -e '.[test]'
 	touch $(STAMP)
 
 # The demo keeps its journal, simulated machine and database under .ptmt-run/ (delete it to start over).
