@@ -187,22 +187,22 @@ class QueryModel:
             idx = np.flatnonzero(a["point_cluster"] == c)
             self._members.append(idx)
             self._trees.append(cKDTree(a["points"][idx]) if len(idx) else None)
+        # per configuration, over the workloads that measured it: how many, the median of its
+        # performance relative to each workload's defaults, and the share at least as good as them
+        rel, measured = a["rel_table"], a["measured"].astype(bool)
+        cols = [rel[measured[:, j], j] for j in range(rel.shape[1])]
+        self._measured_on = np.array([len(c) for c in cols])
+        self._median_rel = np.array([float(np.median(c)) if len(c) else np.nan for c in cols])
+        self._share_no_worse = np.array([float(np.mean(c >= 1.0)) if len(c) else np.nan for c in cols])
 
     def value_outlook(self, knob: str, value: Any) -> float | None:
         """What the database says of ``knob=value`` on its own: the best, over the measured
         configurations holding that value, of their median performance relative to each workload's
         defaults. Below 1 means every configuration with this value lost on most workloads; None
         means no measured configuration holds it."""
-        rel, measured = self.a["rel_table"], self.a["measured"].astype(bool)
-        best = None
-        for j, c in enumerate(self.configs):
-            if knob not in c or str(c[knob]) != str(value):
-                continue
-            col = rel[measured[:, j], j]
-            if len(col):
-                med = float(np.median(col))
-                best = med if best is None else max(best, med)
-        return best
+        held = [j for j, c in enumerate(self.configs)
+                if knob in c and str(c[knob]) == str(value) and self._measured_on[j]]
+        return max(float(self._median_rel[j]) for j in held) if held else None
 
     # -- properties ---------------------------------------------------------------------------
     @property
@@ -353,25 +353,18 @@ class QueryModel:
         workloads on which it was at least as good as the defaults. None when nothing but the
         defaults (or an excluded configuration) is left, or nothing was measured on at least half
         of the workloads."""
-        rel, measured = self.a["rel_table"], self.a["measured"].astype(bool)
         banned = {_config_key(c, self._knob_names) for c in exclude}
         banned.add(_config_key(self.meta.get("defaults", {}), self._knob_names))
-        best: tuple[float, float, int] | None = None
-        for j, key in enumerate(self._config_keys):
-            col = rel[measured[:, j], j]
-            if key in banned or 2 * len(col) < len(self.workload_names) or not len(col):
-                continue
-            med, share = float(np.median(col)), float(np.mean(col >= 1.0))
-            if best is None or med > best[0]:
-                best = (med, share, j)
-        if best is None:
+        candidates = [j for j, key in enumerate(self._config_keys)
+                      if key not in banned and 2 * self._measured_on[j] >= len(self.workload_names)]
+        if not candidates:
             return None
-        med, share, j = best
-        wins = {self.workload_names[i]: round(float(rel[i, j]), 4)
-                for i in np.argsort(-rel[:, j])[:3] if measured[i, j]}
-        return QueryResult(configuration=dict(self.configs[j]), expected_gain=med - 1.0, confidence=share,
-                           outlier=True, method="generalist", cluster=-1, distance=float("nan"),
-                           threshold=float("nan"), workloads=wins)
+        j = max(candidates, key=lambda k: self._median_rel[k])
+        rel, measured = self.a["rel_table"][:, j], self.a["measured"][:, j].astype(bool)
+        wins = {self.workload_names[i]: round(float(rel[i]), 4) for i in np.argsort(-rel)[:3] if measured[i]}
+        return QueryResult(configuration=dict(self.configs[j]), expected_gain=float(self._median_rel[j]) - 1.0,
+                           confidence=float(self._share_no_worse[j]), outlier=True, method="generalist",
+                           cluster=-1, distance=float("nan"), threshold=float("nan"), workloads=wins)
 
     # -- description --------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

@@ -450,14 +450,14 @@ class Tuner:
 
     def _advise(self, advice: Any, again: bool = False, refine: bool = False) -> bool:
         """Try *advice* as one change when it clears the bar; True if it was applied. *refine*: the
-        advice follows kept advice and must promise ``refine_gain`` over the configuration kept."""
+        advice follows kept advice and must promise ``refine_gain`` over the configuration kept.
+        For an outlier the neighbours' advice gives way to the database's generalist."""
+        if advice.outlier and not refine:
+            advice = self._generalist(advice)
+            if advice is None:
+                return False
         cfg = self._coerce(advice.configuration)
-        top = ", ".join(f"{w} {p:.0%}" for w, p in list(advice.workloads.items())[:2])
-        why = (f"model suggests {advice.expected_gain:+.0%} for cluster {advice.cluster} "
-               f"(confidence {advice.confidence:.2f}; like {top})")
-        if getattr(advice, "evidence_used", 0):
-            n = advice.evidence_used
-            why = why[:-1] + f"; weighted by the response to {n} measured configuration{'s' if n > 1 else ''})"
+        why = self._reason(advice)
         if again:
             why = f"the previous advice did not pay; next best: {why}"
         if refine:
@@ -467,22 +467,12 @@ class Tuner:
                     self._event("model", f"kept advice not refined: the best other configuration of the "
                                 f"database is expected {over:+.1%} over it (needs {self.s.guard.refine_gain:+.0%})")
                 return False
-            why = f"refining kept advice: {over:+.1%} over it expected; {why}"
-        if advice.outlier:
-            outlier = (f"workload is an outlier for the database (distance {advice.distance:.1f} > "
-                       f"{advice.threshold:.1f})")
-            general = self._generalist() if not refine else None
-            if general is None:
-                self._event("model", f"{outlier}: not applying its advice, exploration budget "
+            if advice.outlier:
+                self._event("model", f"{self._outlier(advice)}: not applying its advice, exploration budget "
                             f"{self.guard.budget}", **advice.as_dict())
                 return False
-            self._event("model", f"{outlier}: its nearest workloads say nothing; trying the database's "
-                        f"best configuration across workloads", **advice.as_dict())
-            advice, why = general
-            cfg = self._coerce(advice.configuration)
-            if again:
-                why = f"the previous advice did not pay; next best: {why}"
-        elif advice.confidence < self.s.guard.model_confidence or advice.expected_gain < self.s.guard.model_min_gain:
+            why = f"refining kept advice: {over:+.1%} over it expected; {why}"
+        if advice.confidence < self.s.guard.model_confidence or advice.expected_gain < self.s.guard.model_min_gain:
             self._event("model", f"advice not applied: {why} is below the bar (confidence "
                         f"{self.s.guard.model_confidence}, gain {self.s.guard.model_min_gain:+.0%})")
             return False
@@ -507,25 +497,43 @@ class Tuner:
                      cluster=advice.cluster)
         return True
 
-    def _generalist(self) -> tuple[Any, str] | None:
-        """For an outlier: the database's best configuration across its workloads
-        (``QueryModel.generalist``) and why, when it clears ``generalist_share`` and
-        ``model_min_gain``; None (logged when there was a candidate) otherwise."""
+    @staticmethod
+    def _reason(advice: Any) -> str:
+        """What the database said, for the change's log line."""
+        if getattr(advice, "method", None) == "generalist":
+            best = ", ".join(f"{w} {r - 1:+.0%}" for w, r in advice.workloads.items())
+            return (f"best across the database's workloads: median {advice.expected_gain:+.1%} over the defaults, "
+                    f"at least as good on {advice.confidence:.0%} of them (best on {best})")
+        top = ", ".join(f"{w} {p:.0%}" for w, p in list(advice.workloads.items())[:2])
+        why = (f"model suggests {advice.expected_gain:+.0%} for cluster {advice.cluster} "
+               f"(confidence {advice.confidence:.2f}; like {top})")
+        if getattr(advice, "evidence_used", 0):
+            n = advice.evidence_used
+            why = why[:-1] + f"; weighted by the response to {n} measured configuration{'s' if n > 1 else ''})"
+        return why
+
+    @staticmethod
+    def _outlier(advice: Any) -> str:
+        return f"workload is an outlier for the database (distance {advice.distance:.1f} > {advice.threshold:.1f})"
+
+    def _generalist(self, advice: Any) -> Any | None:
+        """For an outlier (*advice* from its neighbours, not applied): the database's best
+        configuration across its workloads (``QueryModel.generalist``) when it clears
+        ``generalist_share`` and ``model_min_gain``, else None; both outcomes are logged."""
         share = self.s.guard.generalist_share
         find = getattr(self.query_model, "generalist", None)
-        if share <= 0 or find is None:
-            return None
-        general = find(exclude=self._advice_tried)
-        if general is None:
-            return None
-        best = ", ".join(f"{w} {r - 1:+.0%}" for w, r in general.workloads.items())
-        why = (f"best across the database's workloads: median {general.expected_gain:+.1%} over the defaults, "
-               f"at least as good on {general.confidence:.0%} of them (best on {best})")
-        if general.confidence < share or general.expected_gain < self.s.guard.model_min_gain:
-            self._event("model", f"not tried: the configuration {why} is below the bar (share "
+        general = find(exclude=self._advice_tried) if share > 0 and find is not None else None
+        if general is not None and (general.confidence < share or general.expected_gain < self.s.guard.model_min_gain):
+            self._event("model", f"not tried: the configuration {self._reason(general)} is below the bar (share "
                         f"{share:.0%}, gain {self.s.guard.model_min_gain:+.0%})")
-            return None
-        return general, why
+            general = None
+        if general is None:
+            self._event("model", f"{self._outlier(advice)}: not applying its advice, exploration budget "
+                        f"{self.guard.budget}", **advice.as_dict())
+        else:
+            self._event("model", f"{self._outlier(advice)}: its nearest workloads say nothing; trying the "
+                        f"database's best configuration across workloads", **advice.as_dict())
+        return general
 
     def _coerce(self, config: Mapping[str, Any]) -> dict[str, Value]:
         typed = {}

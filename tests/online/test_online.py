@@ -226,7 +226,7 @@ def test_an_outlier_tries_the_databases_best_configuration_across_workloads(tmp_
                 return None
             return SimpleNamespace(configuration={rate.name: 256}, expected_gain=0.072, confidence=0.8,
                                    cluster=-1, workloads={"npb-cg": 1.27, "gapbs-bfs": 1.17}, outlier=True,
-                                   as_dict=dict)
+                                   method="generalist", as_dict=dict)
 
     def tune(where: str, share: float):
         return _tune_by_rate(tmp_path / where, {"256": 115.0, "1024": 130.0}, Outlying(),
