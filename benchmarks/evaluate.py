@@ -31,6 +31,7 @@ from ptmt.evaluation import suite as ev
 from ptmt.evaluation.summary import MergeError, aggregate, merge_runs, summary_markdown
 from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_database_name, suite_table
 from ptmt.online.agent import load_agent, shipped_agent_path
+from ptmt.online.guard import GuardSettings
 from ptmt.online.simrun import SimSetup, run_static
 from ptmt.sim.specs import builtin_names
 
@@ -50,21 +51,28 @@ def _job(job: tuple[str, str, int]) -> dict[str, Any]:
     out["agent"] = "shipped" if agent else "coordinate search"
     qm = leave_one_out(table, backend, workload)
     for m in a.methods:
-        if m in ("default", "oracle", "phase_oracle"):
+        if m in ("default", "oracle", "phase_oracle", "late_oracle"):
             continue
         series[m] = ev.run_method(m, backend, setup, duration=a.duration, interval=a.interval,
                                   query_model=qm, agent=agent)
-    if "oracle" in a.methods or "phase_oracle" in a.methods:
+    if {"oracle", "phase_oracle", "late_oracle"} & set(a.methods):
         runs = ev.sweep_oracle(backend, setup, grid, duration=a.duration, interval=a.interval,
                                cache=a.cache_dir)
         best = ev.best_static(runs)
-        series["oracle"] = best["series"]
+        if "oracle" in a.methods:
+            series["oracle"] = best["series"]
         out["oracle_config"] = best["config"]
         out["oracle_grid_size"] = len(runs)
         segs = ev.phase_segments(workload, len(default), a.interval)
         if len(segs) > 1 and "phase_oracle" in a.methods:
             series["phase_oracle"] = ev.per_phase_oracle(runs, segs)
         out["static_best_of_grid"] = max(ev.improvement(r["series"], default) for r in runs)
+        if "late_oracle" in a.methods:
+            late = ev.best_static(ev.late_oracle(backend, setup, runs, start_interval=GuardSettings().warmup_intervals,
+                                                 duration=a.duration, interval=a.interval, cache=a.cache_dir))
+            series["late_oracle"] = late["series"]
+            out["late_oracle_config"] = late["config"]
+            out["late_noise_threshold"] = ev.noise_threshold(default, late["series"])
     for m, s in series.items():
         out["methods"][m] = {"improvement": ev.improvement(s, default), "mean": float(np.mean(s)),
                              "intervals_to_90": ev.intervals_to_90(s, default),
@@ -80,9 +88,9 @@ def markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
         if r is None:
             return "-"
         s = f"{r['improvement']:+.1%}"
-        if r["headroom_fraction"] is not None and r["method"] not in ("default", "oracle"):
+        if r["headroom_fraction"] is not None and r["method"] not in ("default", "oracle", "late_oracle"):
             s += f" ({r['headroom_fraction']:.0%})"
-        if r["intervals_to_90"] is not None and r["method"] not in ("default", "oracle", "phase_oracle"):
+        if r["intervals_to_90"] is not None and r["method"] not in ("default", "oracle", "phase_oracle", "late_oracle"):
             s += f" t90={r['intervals_to_90']:.0f}"
         return s
     head = "| backend | workload | " + " | ".join(methods) + " |\n|" + "---|" * (len(methods) + 2) + "\n"

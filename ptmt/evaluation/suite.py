@@ -6,6 +6,11 @@
   each run from the start for the whole budget on the same seed: an upper bound for that grid only.
 - ``per_phase_oracle``: for phase-changing workloads, the best grid configuration of each phase
   segment, taken from the same static runs (switching costs are not paid: an optimistic estimate).
+- ``late_oracle``: the static oracle's best configurations of that sweep applied only once the
+  tuner's warm-up is over, under the defaults before (what an online method that starts under the
+  defaults and measures a baseline first could reach without paying for trials). Part of the
+  static oracle's gain comes from a hot set placed from the first second; this one shows how much
+  of the headroom is reachable at all once the workload runs.
 - ``headroom_fraction``: improvement / oracle improvement, only where the oracle beats the noise.
 - ``intervals_to_90``: the first interval from which the 5-interval rolling gain over the same-seed
   defaults reaches 90% of the final gain (the mean gain of the last fifth of the run).
@@ -31,7 +36,9 @@ from ptmt.online.simrun import SimSetup, run_static, tune_sim
 from ptmt.sim.digest import simulator_digest
 from ptmt.sim.specs import resolve
 
-METHODS = ("default", "hybrid", "rl_only", "db_only", "random", "tpe", "oracle", "phase_oracle")
+METHODS = ("default", "hybrid", "rl_only", "db_only", "random", "tpe", "oracle", "phase_oracle", "late_oracle")
+#: the configurations of the static sweep, best first, that the late oracle applies after the warm-up
+LATE_ORACLE_TOP = 5
 #: an oracle gain below this is treated as no headroom (with the per-interval noise test below)
 MIN_HEADROOM = 0.01
 
@@ -109,6 +116,26 @@ def sweep_oracle(backend: str, setup: SimSetup, grid: Sequence[Mapping[str, Valu
     if path and path.is_file():
         return json.loads(path.read_text())
     out = [{"config": dict(cfg), "series": run_static(backend, setup, duration, interval, dict(cfg))} for cfg in grid]
+    if path:
+        path.write_text(json.dumps(out, default=str))
+    return out
+
+
+def late_oracle(backend: str, setup: SimSetup, runs: Sequence[Mapping[str, Any]], *, start_interval: int,
+                duration: float, interval: float, top: int = LATE_ORACLE_TOP,
+                cache: Path | None = None) -> list[dict[str, Any]]:
+    """The *top* best configurations of the static sweep *runs*, each run with the defaults for the
+    first *start_interval* intervals and then applied: ``[{"config", "series"}]``, best from the
+    start first (cached like :func:`sweep_oracle`). The late oracle is the best of them."""
+    ranked = sorted(runs, key=lambda r: -float(np.mean(r["series"])))[:top]
+    grid = [dict(r["config"]) for r in ranked]
+    key = hashlib.sha256(json.dumps([backend, setup.workload, setup.seed, duration, interval, start_interval,
+                                     simulator_digest(), grid], sort_keys=True, default=str).encode()).hexdigest()[:16]
+    path = cache / f"late-oracle-{backend}-{setup.workload}-s{setup.seed}-{key}.json" if cache else None
+    if path and path.is_file():
+        return json.loads(path.read_text())
+    out = [{"config": cfg, "series": run_static(backend, setup, duration, interval, cfg,
+                                                start_interval=start_interval)} for cfg in grid]
     if path:
         path.write_text(json.dumps(out, default=str))
     return out

@@ -67,6 +67,8 @@ def merge_runs(files: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
                     raise MergeError(f"{what}: both measured {method}; pass --replace {method} to take "
                                      f"the later file's")
                 have[method] = result
+            for k, v in run.items():  # what a later file measured beside its methods (the late oracle's noise)
+                merged[key].setdefault(k, v)
     return list(merged.values())
 
 
@@ -83,15 +85,12 @@ def aggregate(results: list[dict[str, Any]], methods: list[str]) -> list[dict[st
     """One row per (backend, workload, method), mean over seeds, CI across seeds (ptmt.report.stats).
 
     The headroom fraction compares like with like: the method's mean over the seeds that also ran
-    the oracle, against the oracle's mean over those seeds."""
+    the oracle, against the oracle's mean over those seeds. ``reachable_fraction`` is the same
+    against the late oracle (the oracle's configurations applied after the warm-up)."""
     rows = []
     keys = sorted({(r["backend"], r["workload"]) for r in results})
     for b, w in keys:
         rs = [r for r in results if r["backend"] == b and r["workload"] == w]
-        with_oracle = [r for r in rs if "oracle" in r["methods"]]
-        o = [r["methods"]["oracle"]["improvement"] for r in with_oracle]
-        o_imp = float(np.mean(o)) if o else None
-        thr = float(np.mean([r["noise_threshold"] for r in with_oracle if "noise_threshold" in r])) if o else None
         for m in methods:
             have = [r for r in rs if m in r["methods"]]
             if not have:
@@ -103,19 +102,29 @@ def aggregate(results: list[dict[str, Any]], methods: list[str]) -> list[dict[st
                 ci = [c.ci_low, c.ci_high]
             t90 = [r["methods"][m]["intervals_to_90"] for r in have]
             t90 = [t for t in t90 if t is not None]
-            paired = [r["methods"][m]["improvement"] for r in with_oracle if m in r["methods"]]
-            frac = (headroom_fraction(float(np.mean(paired)), o_imp, thr)
-                    if o_imp is not None and paired else None)
             rows.append({"backend": b, "workload": w, "method": m, "improvement": imp, "ci95": ci,
-                         "seeds": len(have), "headroom_fraction": frac,
+                         "seeds": len(have), "headroom_fraction": _fraction(rs, m, "oracle", "noise_threshold"),
+                         "reachable_fraction": _fraction(rs, m, "late_oracle", "late_noise_threshold"),
                          "intervals_to_90": float(np.median(t90)) if t90 else None,
                          "agent": have[0]["agent"]})
     return rows
 
 
+def _fraction(runs: Sequence[Mapping[str, Any]], method: str, bound: str, threshold: str) -> float | None:
+    """*method*'s share of the *bound* method's gain, over the seeds that ran both (None when the
+    bound was not run or its gain is within its noise *threshold*)."""
+    both = [r for r in runs if bound in r["methods"] and method in r["methods"]]
+    if not both:
+        return None
+    o = float(np.mean([r["methods"][bound]["improvement"] for r in both]))
+    thr = float(np.mean([r.get(threshold, 0.0) for r in both]))
+    return headroom_fraction(float(np.mean([r["methods"][method]["improvement"] for r in both])), o, thr)
+
+
 def backend_means(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> list[dict[str, Any]]:
     """Per backend and method: mean improvement over its workloads, and the mean headroom fraction
-    over the workloads where the oracle has headroom (``of``: how many)."""
+    over the workloads where the oracle has headroom (``of``: how many); likewise the reachable
+    fraction, against the late oracle (``reachable_of``)."""
     out = []
     for b in sorted({r["backend"] for r in rows}):
         for m in methods:
@@ -123,9 +132,11 @@ def backend_means(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> 
             if not mine:
                 continue
             fr = [r["headroom_fraction"] for r in mine if r.get("headroom_fraction") is not None]
+            reach = [r["reachable_fraction"] for r in mine if r.get("reachable_fraction") is not None]
             out.append({"backend": b, "method": m, "improvement": float(np.mean([r["improvement"] for r in mine])),
                         "workloads": len(mine), "headroom_fraction": float(np.mean(fr)) if fr else None,
-                        "of": len(fr)})
+                        "of": len(fr), "reachable_fraction": float(np.mean(reach)) if reach else None,
+                        "reachable_of": len(reach)})
     return out
 
 
@@ -180,11 +191,33 @@ def summary_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str], 
                 cells.append("-")
                 continue
             s = f"{x['improvement']:+.2%}"
-            if x["headroom_fraction"] is not None and m != "oracle":
+            if x["headroom_fraction"] is not None and m not in ("oracle", "late_oracle"):
                 s += f" ({x['headroom_fraction']:.0%} of {x['of']})"
             cells.append(s)
         lines.append(f"| {b} | " + " | ".join(cells) + " |")
+    lines += _reachable_lines(rows, means, method)
     lines += ["", f"| target ({method}) | backend | met | figures |", "|---|---|---|---|"]
     mark = {True: "yes", False: "**no**", None: "n/a"}
     lines += [f"| {v.target} | {v.backend} | {mark[v.met]} | {v.detail} |" for v in check_targets(rows, method)]
     return "\n".join(lines) + "\n"
+
+
+def _reachable_lines(rows: Sequence[Mapping[str, Any]], means: Mapping[tuple[str, str], Mapping[str, Any]],
+                     method: str) -> list[str]:
+    """When the late oracle ran: per backend, the static and late oracles' means and *method*'s share
+    of each one's headroom (the reachable share is not a target: it says how much of the miss is
+    out of reach of any tuner that starts under the defaults)."""
+    if not any(r["method"] == "late_oracle" for r in rows):
+        return []
+    lines = ["", f"| backend | oracle | late oracle (after the warm-up) | {method}: share of the oracle's headroom "
+             f"| share of the late oracle's |", "|---|---|---|---|---|"]
+    for b in sorted({r["backend"] for r in rows}):
+        o, late, me = means.get((b, "oracle")), means.get((b, "late_oracle")), means.get((b, method))
+        def pct(x: Mapping[str, Any] | None) -> str:
+            return "-" if x is None else f"{x['improvement']:+.2%}"
+        def share(frac: float | None, of: int) -> str:
+            return "-" if frac is None else f"{frac:.0%} (of {of})"
+        lines.append(f"| {b} | {pct(o)} | {pct(late)} | "
+                     f"{share(me and me['headroom_fraction'], me['of'] if me else 0)} | "
+                     f"{share(me and me['reachable_fraction'], me['reachable_of'] if me else 0)} |")
+    return lines

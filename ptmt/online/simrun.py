@@ -92,16 +92,21 @@ def _plain(config: Mapping[str, Value]) -> dict[str, Any]:
 
 
 def run_static(backend: str, setup: SimSetup, duration: float, interval: float,
-               settings: Mapping[str, Value] | None = None, catalog: Catalog | None = None) -> list[float]:
-    """Per-interval objective of *setup* under a fixed configuration (the defaults when None)."""
+               settings: Mapping[str, Value] | None = None, catalog: Catalog | None = None,
+               start_interval: int = 0) -> list[float]:
+    """Per-interval objective of *setup* under a fixed configuration (the defaults when None),
+    applied after *start_interval* intervals under the defaults (0: from the start)."""
     catalog = catalog or load_catalog(backend)
     tmp = Path(tempfile.mkdtemp(prefix="ptmt-static-"))
     try:
         host = setup.host(tmp / "machine", backend)
         b = backend_for(catalog, host)
-        b.apply(b.plan(dict(settings or {}), activate=True), Journal(tmp / "state"))
+        journal = Journal(tmp / "state")
+        b.apply(b.plan(dict(settings or {}) if start_interval <= 0 else {}, activate=True), journal)
         series, t = [], 0.0
         while t < duration - 1e-9:
+            if start_interval > 0 and len(series) == start_interval:
+                b.apply(b.plan(dict(settings or {}), activate=True), journal)
             dt = min(interval, duration - t)
             host.advance(dt)
             t += dt

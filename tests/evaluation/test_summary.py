@@ -121,6 +121,12 @@ def test_merged_runs_add_methods_and_replace_only_what_is_named() -> None:
     rows = aggregate(runs, ["default", "hybrid", "oracle"])
     gups = {r["method"]: r["improvement"] for r in rows if r["workload"] == "gups"}
     assert gups["hybrid"] == pytest.approx(0.025)  # seeds 0 (re-measured) and 1
+    # what a later file measured beside its methods comes along; what the first had is kept
+    late = _run("tpp", "gups", 0, 100.0, late_oracle=0.04)
+    late.update(late_noise_threshold=0.02, noise_threshold=0.5)
+    with_late = {(r["workload"], r["seed"]): r for r in merge_runs([("a.json", first), ("d.json", [late])])}
+    assert with_late["gups", 0]["late_noise_threshold"] == 0.02
+    assert with_late["gups", 0]["noise_threshold"] == 0.01
 
 
 def test_a_run_of_another_simulator_or_seed_is_not_merged() -> None:
@@ -129,3 +135,26 @@ def test_a_run_of_another_simulator_or_seed_is_not_merged() -> None:
     with pytest.raises(MergeError, match=r"not the same run, the default objective differs \(100.0 vs 101.0\)"):
         merge_runs([("a.json", [_run("upm", "gups", 0, 100.0, hybrid=0.1)]),
                     ("b.json", [_run("upm", "gups", 0, 101.0, rl_only=0.1)])], replace=["hybrid"])
+
+
+def test_the_share_of_the_late_oracle_is_reported_beside_the_headroom() -> None:
+    """With the late oracle run, each row has the share of its gain, and the summary a table of it;
+    the targets stay judged on the static oracle."""
+    def run_with(workload: str, hybrid: float, oracle: float, late: float) -> dict:
+        r = _run("colloid", workload, 0, 100.0, hybrid=hybrid, oracle=oracle, late_oracle=late)
+        r["late_noise_threshold"] = 0.01
+        return r
+    runs = [run_with("xsbench", 0.02, 0.05, 0.025), run_with("npb-cg", -0.004, 0.02, -0.008)]
+    rows = aggregate(runs, ["default", "hybrid", "oracle", "late_oracle"])
+    by = {(r["workload"], r["method"]): r for r in rows}
+    assert by[("xsbench", "hybrid")]["headroom_fraction"] == pytest.approx(0.4)
+    assert by[("xsbench", "hybrid")]["reachable_fraction"] == pytest.approx(0.8)
+    assert by[("npb-cg", "hybrid")]["reachable_fraction"] is None  # no gain left once the workload runs
+    means = {(m["backend"], m["method"]): m for m in backend_means(rows, ["hybrid"])}
+    assert means[("colloid", "hybrid")]["reachable_fraction"] == pytest.approx(0.8)
+    assert means[("colloid", "hybrid")]["reachable_of"] == 1
+    text = summary_markdown(rows, ["default", "hybrid", "oracle", "late_oracle"])
+    assert "| colloid | +3.50% | +0.85% | 10% (of 2) | 80% (of 1) |" in text
+    assert "| headroom | colloid | **no** | 10% of the oracle's headroom (mean of 2 workloads; target 90%) |" in text
+    # without the late oracle there is no such table
+    assert "late oracle" not in summary_markdown(aggregate(runs[:1], ["hybrid", "oracle"]), ["hybrid", "oracle"])
