@@ -20,6 +20,9 @@ back the best known configuration when a change does not pay:
   is within ``abort_fraction`` of the level it was aborted against: its damage lingers after the
   revert, the recovery can look like a new phase, and the new phase would try it again (a loop of
   the same loss); a level that moved means the workload did, and the verdict is stale;
+- **a moving baseline**: when the warm-up's readings move along a line (``trend_t``), the
+  phase's first advice is judged against that line projected to each reading, not against the
+  flat mean (a workload still falling under any configuration would abort it);
 - **exploration budget**: ``exploration_budget`` trial moves per phase (``outlier_budget`` when
   the workload is unlike anything in the database); then the tuner holds the best configuration
   and only watches.
@@ -28,9 +31,12 @@ back the best known configuration when a change does not pay:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from ptmt.catalog import Value
 from ptmt.errors import ConfigError
@@ -91,6 +97,13 @@ class GuardSettings:
     #: when that configuration was at least as good as the defaults on this share of them
     #: (0 = never: an outlier only explores)
     generalist_share: float = 0.6
+    #: a warm-up whose readings move along a line, with a slope beyond this many standard errors,
+    #: makes the phase's first trial judged against that line (projected to each of its readings,
+    #: at most ``trend_horizon`` intervals past the warm-up) instead of the flat baseline; a
+    #: workload whose level is still moving under an unchanged configuration would otherwise
+    #: condemn (or credit) the first change with its own drift (0 = always the flat baseline)
+    trend_t: int = 3
+    trend_horizon: int = 6
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -127,7 +140,8 @@ class GuardSettings:
 
 
 #: integer settings for which 0 is meaningful (no settling, nothing discarded, no more trials)
-_MAY_BE_ZERO = ("settle_intervals", "warmup_discard", "confirmed_budget", "extend_inconclusive")
+_MAY_BE_ZERO = ("settle_intervals", "warmup_discard", "confirmed_budget", "extend_inconclusive", "trend_t",
+                "trend_horizon")
 
 
 def config_key(config: Mapping[str, Value]) -> str:
@@ -142,17 +156,54 @@ class Failed(NamedTuple):
     reference: float
 
 
+class Trend(NamedTuple):
+    """A level that moves: ``slope`` per interval, the interval ``at`` which the level is the
+    reference, and the last interval (``until``) the line is projected to (flat after it)."""
+
+    slope: float
+    at: float
+    until: int
+    t: float  # the slope in standard errors
+
+
+def warmup_trend(readings: list[float], *, t_min: float, at: float, until: int) -> Trend | None:
+    """The least-squares line through *readings* (one per interval) when its slope is beyond
+    *t_min* standard errors (a level that moves, not noise), else None; needs 5 readings."""
+    n = len(readings)
+    if t_min <= 0 or n < 5:
+        return None
+    x = np.arange(n, dtype=float)
+    y = np.asarray(readings, dtype=float)
+    slope, intercept = np.polyfit(x, y, 1)
+    resid = y - (intercept + slope * x)
+    se = float(np.sqrt(resid @ resid / (n - 2)) / np.sqrt(((x - x.mean()) ** 2).sum()))
+    t = float(slope) / se if se > 0 else (math.inf if slope else 0.0)
+    if abs(t) <= t_min:
+        return None
+    return Trend(float(slope), at, until, t)
+
+
 class Trial:
     """A change being judged."""
 
-    def __init__(self, config: Mapping[str, Value], reference: float, started: int, what: str) -> None:
+    def __init__(self, config: Mapping[str, Value], reference: float, started: int, what: str,
+                 trend: Trend | None = None) -> None:
         self.config = dict(config)
         self.reference = reference
         self.started = started
         self.what = what
+        self.trend = trend
         self.readings: list[float] = []
+        #: the reference each reading is compared with (the flat reference, or the trend's line)
+        self.references: list[float] = []
         #: readings the verdict waits for (more once the trial was found inconclusive)
         self.wanted = 0
+
+    def reference_at(self, interval: int) -> float:
+        if self.trend is None:
+            return self.reference
+        tr = self.trend
+        return max(self.reference + tr.slope * (min(interval, tr.until) - tr.at), 0.0)
 
 
 class Guard:
@@ -190,10 +241,10 @@ class Guard:
         self.best_level = value if self.best_level is None else 0.7 * self.best_level + 0.3 * value
 
     def start_trial(self, config: Mapping[str, Value], interval: int, what: str, knob: str | None = None,
-                    reference: float | None = None) -> None:
-        """Judge *config* against *reference* (default: the best known level)."""
+                    reference: float | None = None, trend: Trend | None = None) -> None:
+        """Judge *config* against *reference* (default: the best known level), moving along *trend*."""
         ref = reference if reference is not None else self.best_level
-        self.trial = Trial(config, ref or 0.0, interval, what)
+        self.trial = Trial(config, ref or 0.0, interval, what, trend)
         if knob is not None:
             self.moves_per_knob[knob] = self.moves_per_knob.get(knob, 0) + 1
 
@@ -207,17 +258,20 @@ class Guard:
         if interval - t.started <= self.s.settle_intervals:
             return None
         if value is not None:
+            ref = t.reference_at(interval)
             t.readings.append(value)
-            if t.reference > 0 and value < t.reference * (1.0 - self.s.abort_fraction) and self.s.abort_fraction > 0:
+            t.references.append(ref)
+            if ref > 0 and value < ref * (1.0 - self.s.abort_fraction) and self.s.abort_fraction > 0:
                 self.trial = None
                 self.tabu.add(config_key(t.config))
                 self.last_needed, self.last_aborted = self.s.accept_margin, True
-                self.aborted[config_key(t.config)] = Failed(interval, value / t.reference - 1.0, t.reference)
-                return "reject", value / t.reference - 1.0
+                self.aborted[config_key(t.config)] = Failed(interval, value / ref - 1.0, t.reference)
+                return "reject", value / ref - 1.0
         if len(t.readings) < max(t.wanted, self.s.evaluate_intervals):
             return None
         mean = sum(t.readings) / len(t.readings)
-        gain = mean / t.reference - 1.0 if t.reference > 0 else 0.0
+        ref = sum(t.references) / len(t.references)
+        gain = mean / ref - 1.0 if ref > 0 else 0.0
         needed = self.margin(t.readings)
         self.last_needed, self.last_aborted = needed, False
         if 0.0 < gain < needed and not t.wanted and self.s.extend_inconclusive > 0:

@@ -16,7 +16,7 @@ from ptmt.journal import Journal
 from ptmt.offline.model import NothingLeft
 from ptmt.online.agent import AgentMismatch, load_agent, train
 from ptmt.online.env import Scenario, SimTuningEnv
-from ptmt.online.guard import Guard, GuardSettings
+from ptmt.online.guard import Guard, GuardSettings, Trend, warmup_trend
 from ptmt.online.knobspace import KnobSpace, Move
 from ptmt.online.phase import PhaseDetector, PhaseSettings
 from ptmt.online.simrun import HostObjective, SimSetup, tune_sim
@@ -252,6 +252,74 @@ def test_an_outlier_tries_the_databases_best_configuration_across_workloads(tmp_
     off = tune("off", 0.0)
     assert off.final_config[rate.name] == rate.default and off.changes == 0
     assert all("best configuration across" not in e.reason for e in off.events)
+
+
+def test_a_warm_up_whose_level_moves_judges_the_first_advice_against_its_line(tmp_path: Path) -> None:
+    """A workload whose throughput falls 3 per interval (give or take 0.5) until interval 16 under any configuration
+    (gups-growth's working set grows): against the flat warm-up baseline, advice worth +5% reads
+    -6.1% on its third reading and is aborted; against the warm-up's line it is kept."""
+    rate = load_catalog("autonuma").knobs["numa_balancing_promote_rate_limit_MBps"]
+
+    def tune(where: str, trend_t: int):
+        cat = load_catalog("autonuma")
+        host = SimHost(tmp_path / where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6,
+                       persist=False)
+
+        class Falling:
+            unit = "ops/s"
+
+            def __init__(self) -> None:
+                self.n = 0
+
+            def measure(self, host_, sample) -> float:
+                self.n += 1
+                level = 160.0 - 3.0 * min(self.n, 16) + (0.5 if self.n % 2 else -0.5)
+                return level * (1.05 if host.fs.read(rate.path).strip() == "256" else 1.0)
+
+            def describe(self) -> str:
+                return "falling"
+
+        guard = GuardSettings(exploration_budget=0, noise_z=0.0, trend_t=trend_t, confirm_gain=0.5)
+        tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / where / "state"), objective=Falling(),
+                      space=KnobSpace(cat), query_model=_advising(rate.name, 256, "gups-growth")(),
+                      settings=TuneSettings(interval=10, duration=300, guard=guard))
+        return tuner.run()
+
+    flat = tune("flat", 0)
+    revert = next(e for e in flat.events if e.kind == "revert")
+    # baseline: readings 4-6 (147.5, 145.5, 141.5) = 144.8; at interval 10 the advice reads 129.5 x 1.05,
+    # 6.1% below it
+    assert revert.reason == ("back to the best known configuration: the change measured -6.1% in one interval "
+                             "(aborted below -5%)")
+    # kept only after the decline, taken for a new phase, drew the same advice again
+    assert next(e for e in flat.events if e.kind == "keep").seq > revert.seq + 10
+
+    moving = tune("moving", 3)
+    measure = next(e for e in moving.events if e.kind == "measure")
+    assert measure.reason == ("the warm-up's level moves -2.1% per interval (22.0 standard errors): the advice is "
+                              "judged against that line, projected up to 6 intervals ahead")
+    keep = next(e for e in moving.events if e.kind == "keep")
+    # readings 8-11 are the falling level times 1.05, each compared with the line projected to its
+    # interval (+5.4%, not +5.0%: the line fitted through the warm-up's +-0.5 runs a little low)
+    assert keep.reason.startswith("kept model advice: +5.4% over 4 intervals")
+    assert keep.seq <= 12 and [e.kind for e in moving.events][:3] == ["model", "measure", "keep"]
+
+
+def test_warmup_trend_finds_a_moving_level_not_noise() -> None:
+    line = [100.0 - 2.0 * i for i in range(6)]
+    tr = warmup_trend(line, t_min=3, at=4.0, until=12)
+    assert tr is not None and tr.slope == pytest.approx(-2.0) and (tr.at, tr.until) == (4.0, 12)
+    noisy = [100.0, 103.0, 98.0, 102.0, 99.0, 101.0]
+    assert warmup_trend(noisy, t_min=3, at=4.0, until=12) is None
+    assert warmup_trend(line[:4], t_min=3, at=4.0, until=12) is None  # too few readings to tell
+    assert warmup_trend(line, t_min=0, at=4.0, until=12) is None  # switched off
+    # a trial moving along the line: projected to each reading, flat past `until`
+    g = _guard_at_100(extend_inconclusive=0)
+    g.start_trial({"k": 2}, 10, "k up", "k", trend=Trend(-2.0, 10.0, 12, -9.0))
+    verdicts = [g.judge(10 + i, v) for i, v in enumerate([98.0, 96.0, 96.0, 96.0], start=1)]
+    assert verdicts[-1] == ("reject", pytest.approx(0.0)) and not g.last_aborted
+    with pytest.raises(ConfigError, match=r"At 'guard.trend_t': must be a non-negative integer \(got -1\)"):
+        GuardSettings.from_mapping({"trend_t": -1})
 
 
 def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None:
