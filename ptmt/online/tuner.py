@@ -177,8 +177,6 @@ class Tuner:
         #: the best known configuration's level on that scale
         self._evidence: list[tuple[dict[str, Value], float]] = []
         self._level = 1.0
-        #: the warm-up's level when it moves (guard.trend_t), for the phase's first trial
-        self._trend: Trend | None = None
         self._phase_fp: np.ndarray | None = None
         #: the configuration the phase's baseline was measured under, and whether it was checked again
         self._phase_start: dict[str, Value] = {}
@@ -436,12 +434,13 @@ class Tuner:
         self.phase.new_phase(config_key(self.config), fp, self.baseline)
         if self.baseline is not None:
             self.guard.best_level = self.baseline
-        g = self.s.guard
-        keep = len(warm)
-        self._trend = warmup_trend(self._warm, t_min=g.trend_t, at=self.seq - (keep - 1) / 2,
-                                   until=self.seq + g.trend_horizon) if self.baseline and g.trend_horizon else None
+        # the baseline stands for the middle of the readings it averages; a level still moving there
+        # is the reference of the advice applied now (guard.trend_t)
+        gs = self.s.guard
+        trend = warmup_trend(self._warm, t_min=gs.trend_t, at=self.seq - (len(warm) - 1) / 2,
+                             until=self.seq + gs.trend_horizon) if self.baseline and gs.trend_horizon else None
         if advice is not None:
-            self._advise(advice, first=True)
+            self._advise(advice, trend=trend)
 
     def _query(self, fp: np.ndarray, exclude: Sequence[Mapping[str, Value]] = (), **measured: Any) -> Any | None:
         if self.query_model is None or not self.s.use_model:
@@ -454,11 +453,11 @@ class Tuner:
             self._event("error", f"offline model query failed: {exc}")
             return None
 
-    def _advise(self, advice: Any, again: bool = False, refine: bool = False, first: bool = False) -> bool:
+    def _advise(self, advice: Any, again: bool = False, refine: bool = False, trend: Trend | None = None) -> bool:
         """Try *advice* as one change when it clears the bar; True if it was applied. *refine*: the
         advice follows kept advice and must promise ``refine_gain`` over the configuration kept.
-        For an outlier the neighbours' advice gives way to the database's generalist. *first*: the
-        phase's first trial, judged against the warm-up's trend when its level moves."""
+        For an outlier the neighbours' advice gives way to the database's generalist. *trend*: the
+        warm-up's moving level, which the trial is judged against (the phase's first advice)."""
         if advice.outlier and not refine:
             advice = self._generalist(advice)
             if advice is None:
@@ -499,7 +498,6 @@ class Tuner:
                         f"{self.s.guard.abort_fraction:.0%} of this phase's")
             return False
         self._advice_tried.append(cfg)
-        trend = self._trend if first else None
         self.guard.start_trial(cfg, self.seq, ADVICE, trend=trend)
         self._change(cfg, "model", why, expected_gain=advice.expected_gain, confidence=advice.confidence,
                      cluster=advice.cluster)
