@@ -51,11 +51,11 @@ def _job(job: tuple[str, str, int]) -> dict[str, Any]:
     out["agent"] = "shipped" if agent else "coordinate search"
     qm = leave_one_out(table, backend, workload)
     for m in a.methods:
-        if m in ("default", "oracle", "phase_oracle", "late_oracle"):
+        if m == "default" or m in ev.ORACLES:
             continue
         series[m] = ev.run_method(m, backend, setup, duration=a.duration, interval=a.interval,
                                   query_model=qm, agent=agent)
-    if {"oracle", "phase_oracle", "late_oracle"} & set(a.methods):
+    if set(ev.ORACLES) & set(a.methods):
         runs = ev.sweep_oracle(backend, setup, grid, duration=a.duration, interval=a.interval,
                                cache=a.cache_dir)
         best = ev.best_static(runs)
@@ -90,7 +90,7 @@ def markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
         s = f"{r['improvement']:+.1%}"
         if r["headroom_fraction"] is not None and r["method"] not in ("default", "oracle", "late_oracle"):
             s += f" ({r['headroom_fraction']:.0%})"
-        if r["intervals_to_90"] is not None and r["method"] not in ("default", "oracle", "phase_oracle", "late_oracle"):
+        if r["intervals_to_90"] is not None and r["method"] != "default" and r["method"] not in ev.ORACLES:
             s += f" t90={r['intervals_to_90']:.0f}"
         return s
     head = "| backend | workload | " + " | ".join(methods) + " |\n|" + "---|" * (len(methods) + 2) + "\n"

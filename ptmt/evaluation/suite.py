@@ -37,6 +37,8 @@ from ptmt.sim.digest import simulator_digest
 from ptmt.sim.specs import resolve
 
 METHODS = ("default", "hybrid", "rl_only", "db_only", "random", "tpe", "oracle", "phase_oracle", "late_oracle")
+#: the methods read from the static sweep rather than run as tuners (bounds, not baselines)
+ORACLES = ("oracle", "phase_oracle", "late_oracle")
 #: the configurations of the static sweep, best first, that the late oracle applies after the warm-up
 LATE_ORACLE_TOP = 5
 #: an oracle gain below this is treated as no headroom (with the per-interval noise test below)

@@ -209,15 +209,17 @@ def _reachable_lines(rows: Sequence[Mapping[str, Any]], means: Mapping[tuple[str
     out of reach of any tuner that starts under the defaults)."""
     if not any(r["method"] == "late_oracle" for r in rows):
         return []
+
+    def pct(x: Mapping[str, Any] | None) -> str:
+        return "-" if x is None else f"{x['improvement']:+.2%}"
+
+    def share(me: Mapping[str, Any] | None, frac: str, of: str) -> str:
+        return "-" if me is None or me[frac] is None else f"{me[frac]:.0%} (of {me[of]})"
+
     lines = ["", f"| backend | oracle | late oracle (after the warm-up) | {method}: share of the oracle's headroom "
              f"| share of the late oracle's |", "|---|---|---|---|---|"]
     for b in sorted({r["backend"] for r in rows}):
-        o, late, me = means.get((b, "oracle")), means.get((b, "late_oracle")), means.get((b, method))
-        def pct(x: Mapping[str, Any] | None) -> str:
-            return "-" if x is None else f"{x['improvement']:+.2%}"
-        def share(frac: float | None, of: int) -> str:
-            return "-" if frac is None else f"{frac:.0%} (of {of})"
-        lines.append(f"| {b} | {pct(o)} | {pct(late)} | "
-                     f"{share(me and me['headroom_fraction'], me['of'] if me else 0)} | "
-                     f"{share(me and me['reachable_fraction'], me['reachable_of'] if me else 0)} |")
+        me = means.get((b, method))
+        lines.append(f"| {b} | {pct(means.get((b, 'oracle')))} | {pct(means.get((b, 'late_oracle')))} | "
+                     f"{share(me, 'headroom_fraction', 'of')} | {share(me, 'reachable_fraction', 'reachable_of')} |")
     return lines

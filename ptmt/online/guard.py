@@ -37,6 +37,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
 import numpy as np
+from scipy.stats import linregress
 
 from ptmt.catalog import Value
 from ptmt.errors import ConfigError
@@ -169,18 +170,12 @@ class Trend(NamedTuple):
 def warmup_trend(readings: list[float], *, t_min: float, at: float, until: int) -> Trend | None:
     """The least-squares line through *readings* (one per interval) when its slope is beyond
     *t_min* standard errors (a level that moves, not noise), else None; needs 5 readings."""
-    n = len(readings)
-    if t_min <= 0 or n < 5:
+    if t_min <= 0 or len(readings) < 5:
         return None
-    x = np.arange(n, dtype=float)
-    y = np.asarray(readings, dtype=float)
-    slope, intercept = np.polyfit(x, y, 1)
-    resid = y - (intercept + slope * x)
-    se = float(np.sqrt(resid @ resid / (n - 2)) / np.sqrt(((x - x.mean()) ** 2).sum()))
-    t = float(slope) / se if se > 0 else (math.inf if slope else 0.0)
-    if abs(t) <= t_min:
-        return None
-    return Trend(float(slope), at, until, t)
+    fit = linregress(np.arange(len(readings), dtype=float), np.asarray(readings, dtype=float))
+    slope, se = float(fit.slope), float(fit.stderr)
+    t = slope / se if se > 0 else (math.inf if slope else 0.0)
+    return Trend(slope, at, until, t) if abs(t) > t_min else None
 
 
 class Trial:
