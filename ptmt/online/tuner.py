@@ -456,7 +456,8 @@ class Tuner:
     def _advise(self, advice: Any, again: bool = False, refine: bool = False, trend: Trend | None = None) -> bool:
         """Try *advice* as one change when it clears the bar; True if it was applied. *refine*: the
         advice follows kept advice and must promise ``refine_gain`` over the configuration kept.
-        For an outlier the neighbours' advice gives way to the database's generalist. *trend*: the
+        For an outlier the neighbours' advice gives way to the database's generalist, and is refined
+        only when the measured response weighted the database's workloads. *trend*: the
         warm-up's moving level, which the trial is judged against (the phase's first advice)."""
         if advice.outlier and not refine:
             advice = self._generalist(advice)
@@ -473,12 +474,17 @@ class Tuner:
                     self._event("model", f"kept advice not refined: the best other configuration of the "
                                 f"database is expected {over:+.1%} over it (needs {self.s.guard.refine_gain:+.0%})")
                 return False
-            if advice.outlier:
+            if advice.outlier and not getattr(advice, "evidence_used", 0):
                 self._event("model", f"{self._outlier(advice)}: not applying its advice, exploration budget "
                             f"{self.guard.budget}", **advice.as_dict())
                 return False
             why = f"refining kept advice: {over:+.1%} over it expected; {why}"
-        if advice.confidence < self.s.guard.model_confidence or advice.expected_gain < self.s.guard.model_min_gain:
+            if advice.outlier:
+                why += "; the workload is an outlier by its fingerprint, matched by its response"
+        # an outlier's fingerprint is close to no cluster, so its confidence is 0; refined, the promise
+        # stands on the database workloads that answered the kept advice as this one did
+        confident = advice.confidence >= self.s.guard.model_confidence or (refine and advice.outlier)
+        if not confident or advice.expected_gain < self.s.guard.model_min_gain:
             self._event("model", f"advice not applied: {why} is below the bar (confidence "
                         f"{self.s.guard.model_confidence}, gain {self.s.guard.model_min_gain:+.0%})")
             return False

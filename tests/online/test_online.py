@@ -254,6 +254,55 @@ def test_an_outlier_tries_the_databases_best_configuration_across_workloads(tmp_
     assert all("best configuration across" not in e.reason for e in off.events)
 
 
+def test_an_outliers_kept_generalist_is_refined_by_its_measured_response(tmp_path: Path) -> None:
+    """An outlier's fingerprint matches no cluster (confidence 0), but once the generalist is kept
+    the database is asked with that measurement; when the workloads that answered it the same way
+    promise ``refine_gain`` more, their best configuration is tried. Without usable measurements
+    (``evidence_used`` 0) the outlier's advice is still not applied."""
+    from types import SimpleNamespace
+
+    rate = load_catalog("autonuma").knobs["numa_balancing_promote_rate_limit_MBps"]
+    asked: list[dict] = []
+
+    def advisor(matched: bool):
+        class Outlying:
+            def query(self, fp, exclude=(), **measured):
+                asked.append(measured)
+                used = len(measured.get("evidence", ())) if matched else 0
+                return SimpleNamespace(configuration={rate.name: 1024}, expected_gain=0.3, confidence=0.0,
+                                       cluster=2, workloads={"npb-cg": 0.9}, outlier=True, distance=5.9,
+                                       threshold=0.7, as_dict=dict, evidence_used=used,
+                                       gain_over_current=0.1 if measured else None)
+
+            def generalist(self, exclude=()):
+                return SimpleNamespace(configuration={rate.name: 256}, expected_gain=0.072, confidence=0.8,
+                                       cluster=-1, workloads={"npb-cg": 1.27}, outlier=True,
+                                       method="generalist", as_dict=dict)
+        return Outlying()
+
+    def tune(where: str, matched: bool):
+        return _tune_by_rate(tmp_path / where, {"256": 115.0, "1024": 130.0}, advisor(matched),
+                             GuardSettings(exploration_budget=0, outlier_budget=0, noise_z=0.0))
+
+    result = tune("matched", True)
+    evidence = asked[-1]["evidence"]
+    assert evidence[0][0][rate.name] == 256 and evidence[0][1] == pytest.approx(1.15)
+    advised = [e for e in result.events if e.kind == "model" and e.knob == rate.name]
+    assert [e.new for e in advised] == ["256", "1024"]
+    assert advised[1].reason == ("refining kept advice: +10.0% over it expected; model suggests +30% for cluster 2 "
+                                 "(confidence 0.00; like npb-cg 90%; weighted by the response to 1 measured "
+                                 "configuration); the workload is an outlier by its fingerprint, matched by its "
+                                 "response")
+    assert [e.reason for e in result.events if e.kind == "keep"][1].startswith("kept model advice: +13.0%")
+    assert result.final_config[rate.name] == 1024
+
+    unmatched = tune("unmatched", False)
+    assert [e.new for e in unmatched.events if e.kind == "model" and e.knob == rate.name] == ["256"]
+    assert any(e.reason == "workload is an outlier for the database (distance 5.9 > 0.7): not applying its "
+               "advice, exploration budget 0" for e in unmatched.events)
+    assert unmatched.final_config[rate.name] == 256
+
+
 def test_a_warm_up_whose_level_moves_judges_the_first_advice_against_its_line(tmp_path: Path) -> None:
     """A workload whose throughput falls 3 per interval (give or take 0.5) until interval 16 under any configuration
     (gups-growth's working set grows): against the flat warm-up baseline, advice worth +5% reads
