@@ -105,6 +105,10 @@ class GuardSettings:
     #: condemn (or credit) the first change with its own drift (0 = always the flat baseline)
     trend_t: int = 3
     trend_horizon: int = 6
+    #: a move the agent ranks at this probability or more is tried before the coarse pass's next
+    #: far end (once per phase for each move and configuration it starts from; 0 = the coarse pass
+    #: always goes first)
+    agent_first: float = 0.35
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -167,6 +167,7 @@ class Tuner:
         self._warm_left = self.s.guard.warmup_intervals
         self._fallback_cursor = 0
         self._far_tried: set[tuple[str, int]] = set()
+        self._agent_tried: set[tuple[str, str]] = set()
         #: the database's advice was measured and kept this phase: exploit it (confirmed_budget)
         self._advice_confirmed = False
         #: the configurations advised this phase, and why to ask the database again next interval
@@ -422,6 +423,7 @@ class Tuner:
     def _begin_phase(self, fp: np.ndarray) -> None:
         """Baseline of the new phase, then the database's advice."""
         self._far_tried = set()
+        self._agent_tried = set()
         self._advice_confirmed = False
         self._advice_tried, self._ask_again, self._phase_fp = [], None, fp
         self._evidence, self._level = [], 1.0
@@ -590,6 +592,27 @@ class Tuner:
                 return True
         return False
 
+    def _agent_first(self, ranked: Sequence[tuple[int, float]]) -> bool:
+        """The agent's top move, when it is confident of it (``agent_first``), goes before the coarse
+        pass's next far end; each such move once per phase."""
+        g, floor = self.guard, self.s.guard.agent_first
+        top = next(((a, p) for a, p in ranked if a != 0), None)
+        if floor <= 0 or top is None or top[1] < floor:
+            return False
+        move = self.space.move(top[0])
+        new = self.space.apply_move(self.config, move)
+        if new is None or move.knob is None or not g.allowed(move.knob, new):
+            return False
+        key = (str(move), config_key(self.config))
+        if key in self._agent_tried:
+            return False
+        self._agent_tried.add(key)
+        g.budget -= 1
+        g.start_trial(new, self.seq, str(move), move.knob)
+        self._change(new, "explore", f"agent (p={top[1]:.2f}), confident: before the coarse pass; exploration "
+                     f"budget {g.budget} left")
+        return True
+
     def _check_start(self) -> None:
         """Once the budget is spent, measure the phase's starting configuration again, as a trial
         against the best known one. Each kept change was judged against the level just before it;
@@ -635,13 +658,18 @@ class Tuner:
             return
         candidates: list[tuple[int, float]] = []
         legal = self.space.legal_moves(self.config)
-        if self.s.coarse_search and not self._advice_confirmed and self._try_far_end():
-            return
+        ranked = None
         if self.agent is not None and self.s.use_agent:
             obs = observation.observe(sample, positions=self.space.positions(self.config), objective=value,
                                       previous=self.previous, baseline=self.baseline,
                                       since_change=self.since_change, fast_nodes=self.fast_nodes, fp=fp)
             ranked = self.agent.ranked(obs, legal)
+        if self.s.coarse_search and not self._advice_confirmed:
+            if ranked is not None and self._agent_first(ranked):
+                return
+            if self._try_far_end():
+                return
+        if ranked is not None:
             p_stay = next((p for a, p in ranked if a == 0), 0.0)
             if p_stay >= self.s.guard.stay_confidence:
                 return

@@ -823,3 +823,58 @@ def test_every_guard_and_phase_setting_is_documented(settings: type) -> None:
     doc = (Path(__file__).resolve().parents[2] / "docs" / "tuning.md").read_text()
     missing = [f.name for f in fields(settings) if f"`{f.name}`" not in doc]
     assert not missing, f"{settings.__name__} fields not in docs/tuning.md: {missing}"
+
+
+def test_a_confident_agent_goes_before_the_coarse_pass(tmp_path: Path) -> None:
+    """The agent's top move, ranked at ``agent_first`` or more, is tried before the coarse pass's far
+    ends, once per phase for each configuration it starts from; ranked below it, or with the setting at
+    0, the coarse pass goes first and the agent waits for it."""
+    cat = load_catalog("autonuma")
+    space = KnobSpace(cat)
+    rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
+    down = space.action(Move(rate.name, -1))
+
+    class Agent:
+        def __init__(self, p: float) -> None:
+            self.p = p
+
+        def ranked(self, obs, legal):
+            rest = [(a, 0.01) for a in range(1, space.n_actions) if a != down and legal[a]]
+            return [(down, self.p), (0, 0.2), *rest]
+
+    def tune(where: str, p: float, first: float = 0.35):
+        host = SimHost(tmp_path / where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6,
+                       persist=False)
+
+        class Objective:
+            unit = "ops/s"
+
+            def measure(self, host_, sample) -> float:
+                return 110.0 if host.fs.read(rate.path).strip() == "16384" else 100.0
+
+            def describe(self) -> str:
+                return "+10% one rung below the default rate limit"
+
+        guard = GuardSettings(exploration_budget=3, noise_z=0.0, agent_first=first, check_start=False)
+        tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / where / "state"), objective=Objective(),
+                      space=KnobSpace(cat), agent=Agent(p),
+                      settings=TuneSettings(interval=10, duration=300, guard=guard))
+        return tuner.run()
+
+    confident = tune("confident", 0.5)
+    lines = [e.line() for e in confident.events if e.kind in ("explore", "keep", "revert")]
+    assert lines[:5] == [
+        f"{rate.name} 65536 -> 16384: agent (p=0.50), confident: before the coarse pass; exploration budget 2 left",
+        f"kept {rate.name} down: +10.0% over 4 intervals",
+        f"{rate.name} 16384 -> 4096: agent (p=0.50), confident: before the coarse pass; exploration budget 1 left",
+        f"{rate.name} 4096 -> 16384: back to the best known configuration: the change measured -9.1% in one "
+        "interval (aborted below -5%)",
+        # the same move from the same configuration is not tried again: the coarse pass goes on
+        f"{rate.name} 16384 -> 256: coordinate search, far end of the ladder, trying; exploration budget 0 left"]
+    assert confident.final_config[rate.name] == 16384
+    for where, p, first in (("unsure", 0.3, 0.35), ("off", 0.5, 0.0)):
+        waits = tune(where, p, first)
+        explored = [e.line() for e in waits.events if e.kind == "explore"]
+        assert explored[0] == (f"{rate.name} 65536 -> 256: coordinate search, far end of the ladder, trying; "
+                               "exploration budget 2 left")
+        assert all("confident" not in line for line in explored)
