@@ -167,6 +167,7 @@ class Tuner:
         self._warm_left = self.s.guard.warmup_intervals
         self._fallback_cursor = 0
         self._far_tried: set[tuple[str, int]] = set()
+        #: the agent's confident moves tried this phase, with the configuration each started from
         self._agent_tried: set[tuple[str, str]] = set()
         #: the database's advice was measured and kept this phase: exploit it (confirmed_budget)
         self._advice_confirmed = False
@@ -594,7 +595,8 @@ class Tuner:
 
     def _agent_first(self, ranked: Sequence[tuple[int, float]]) -> bool:
         """The agent's top move, when it is confident of it (``agent_first``), goes before the coarse
-        pass's next far end; each such move once per phase."""
+        pass's next far end, once per phase for each configuration it starts from: kept, the agent
+        may go on from there; reverted, the coarse pass goes on."""
         g, floor = self.guard, self.s.guard.agent_first
         top = next(((a, p) for a, p in ranked if a != 0), None)
         if floor <= 0 or top is None or top[1] < floor:
