@@ -25,6 +25,7 @@ from ptmt.online.knobspace import KnobSpace
 from ptmt.online.simrun import HostObjective
 from ptmt.online.tuner import Tuner, TuneSettings
 from ptmt.sim.host import SimHost
+from ptmt.sim.knobs import kernel_for_backend
 
 
 def main() -> None:
@@ -42,7 +43,9 @@ def main() -> None:
 
         agent = load_agent(args.agent, catalog=cat, space=space)
     with tempfile.TemporaryDirectory() as tmp:
-        host = SimHost(Path(tmp) / "m", workload=args.workload, seed=0, persist=False)
+        # the kernel the backend needs (Colloid's tiering mode exists only on a Colloid kernel)
+        host = SimHost(Path(tmp) / "m", workload=args.workload, seed=0, kernel=kernel_for_backend(args.backend),
+                       persist=False)
         sim_cpu = 0.0
         advance = host.advance
 
