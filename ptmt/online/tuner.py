@@ -586,10 +586,8 @@ class Tuner:
                 new = {**self.config, ladder.name: ladder.values[end]}
                 if not self.space.legal(new) or not g.allowed(ladder.name, new):
                     continue
-                g.budget -= 1
-                g.start_trial(new, self.seq, f"{ladder.name} to the far end", ladder.name)
-                self._change(new, "explore", f"coordinate search, far end of the ladder, trying; exploration "
-                             f"budget {g.budget} left")
+                self._explore_trial(new, f"{ladder.name} to the far end", ladder.name,
+                                    "coordinate search, far end of the ladder, trying")
                 return True
         return False
 
@@ -597,23 +595,32 @@ class Tuner:
         """The agent's top move, when it is confident of it (``agent_first``), goes before the coarse
         pass's next far end, once per phase for each configuration it starts from: kept, the agent
         may go on from there; reverted, the coarse pass goes on."""
-        g, floor = self.guard, self.s.guard.agent_first
+        floor = self.s.guard.agent_first
         top = next(((a, p) for a, p in ranked if a != 0), None)
         if floor <= 0 or top is None or top[1] < floor:
             return False
-        move = self.space.move(top[0])
-        new = self.space.apply_move(self.config, move)
-        if new is None or move.knob is None or not g.allowed(move.knob, new):
-            return False
-        key = (str(move), config_key(self.config))
-        if key in self._agent_tried:
+        allowed = self._allowed_move(top[0])
+        key = (str(self.space.move(top[0])), config_key(self.config))
+        if allowed is None or key in self._agent_tried:
             return False
         self._agent_tried.add(key)
-        g.budget -= 1
-        g.start_trial(new, self.seq, str(move), move.knob)
-        self._change(new, "explore", f"agent (p={top[1]:.2f}), confident: before the coarse pass; exploration "
-                     f"budget {g.budget} left")
+        move, new = allowed
+        self._explore_trial(new, str(move), move.knob, f"agent (p={top[1]:.2f}), confident: before the coarse pass")
         return True
+
+    def _allowed_move(self, action: int) -> tuple[Move, dict[str, Value]] | None:
+        """*action*'s move and the configuration it leads to, when the ladder and the guard allow it."""
+        move = self.space.move(action)
+        new = self.space.apply_move(self.config, move)
+        if new is None or move.knob is None or not self.guard.allowed(move.knob, new):
+            return None
+        return move, new
+
+    def _explore_trial(self, new: dict[str, Value], what: str, knob: str | None, why: str) -> None:
+        """Spend one move of the exploration budget on trying *new*, judged as the trial *what*."""
+        self.guard.budget -= 1
+        self.guard.start_trial(new, self.seq, what, knob)
+        self._change(new, "explore", f"{why}; exploration budget {self.guard.budget} left")
 
     def _check_start(self) -> None:
         """Once the budget is spent, measure the phase's starting configuration again, as a trial
@@ -683,14 +690,12 @@ class Tuner:
             candidates = [(a, float("nan")) for a in order if legal[a]]
             source = "coordinate search"
         for action, p in candidates:
-            move: Move = self.space.move(action)
-            new = self.space.apply_move(self.config, move)
-            if new is None or move.knob is None or not g.allowed(move.knob, new):
+            allowed = self._allowed_move(action)
+            if allowed is None:
                 continue
             if source == "coordinate search":
-                self._fallback_cursor = (action - 1 + 1) % (self.space.n_actions - 1)
-            g.budget -= 1
-            g.start_trial(new, self.seq, str(move), move.knob)
+                self._fallback_cursor = action % (self.space.n_actions - 1)
+            move, new = allowed
             prob = "" if math.isnan(p) else f" (p={p:.2f})"
-            self._change(new, "explore", f"{source}{prob}, trying; exploration budget {g.budget} left")
+            self._explore_trial(new, str(move), move.knob, f"{source}{prob}, trying")
             return
