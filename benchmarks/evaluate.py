@@ -50,18 +50,26 @@ def _job(job: tuple[str, str, int]) -> dict[str, Any]:
     agent = load_agent(path) if path.is_file() else None
     out["agent"] = "shipped" if agent else "coordinate search"
     qm = leave_one_out(table, backend, workload)
+    finals: dict[str, dict[str, Any]] = {}
     for m in a.methods:
         if m == "default" or m in ev.ORACLES:
             continue
-        series[m] = ev.run_method(m, backend, setup, duration=a.duration, interval=a.interval,
-                                  query_model=qm, agent=agent)
+        series[m], finals[m] = ev.run_method(m, backend, setup, duration=a.duration, interval=a.interval,
+                                             query_model=qm, agent=agent)
+    out["final_configs"] = finals
     if set(ev.ORACLES) & set(a.methods):
         runs = ev.sweep_oracle(backend, setup, grid, duration=a.duration, interval=a.interval,
                                cache=a.cache_dir)
+        beyond = ev.finals_beyond(grid, finals)
+        if beyond:  # the methods' own endings, run statically from the start as well (cached apart)
+            ran = ev.sweep_oracle(backend, setup, list(beyond.values()), duration=a.duration,
+                                  interval=a.interval, cache=a.cache_dir)
+            runs = [*runs, *({**r, "from": m} for m, r in zip(beyond, ran, strict=True))]
         best = ev.best_static(runs)
         if "oracle" in a.methods:
             series["oracle"] = best["series"]
         out["oracle_config"] = best["config"]
+        out["oracle_from"] = best.get("from", "grid")
         out["oracle_grid_size"] = len(runs)
         segs = ev.phase_segments(workload, len(default), a.interval)
         if len(segs) > 1 and "phase_oracle" in a.methods:

@@ -2,8 +2,11 @@
 
 - ``oracle_grid``: every combination of the ladders of the *k* most sensitive knobs (ranked by
   ``ptmt.offline.analyze.sensitivity`` on the suite sweep), the other knobs at their defaults, plus
-  each workload's best configuration of the suite sweep. The static oracle is the best of these,
-  each run from the start for the whole budget on the same seed: an upper bound for that grid only.
+  each workload's best configuration of the suite sweep; ``finals_beyond`` adds the configuration
+  each online method of the same run ended with. The static oracle is the best of these, each run
+  from the start for the whole budget on the same seed: an upper bound for that grid only, but
+  never below a static setting one of the methods found (a tuner that ends on a configuration
+  outside the grid would otherwise "beat the oracle" with a setting the oracle never tried).
 - ``per_phase_oracle``: for phase-changing workloads, the best grid configuration of each phase
   segment, taken from the same static runs (switching costs are not paid: an optimistic estimate).
 - ``late_oracle``: the static oracle's best configurations of that sweep applied only once the
@@ -24,7 +27,7 @@ import math
 from collections.abc import Mapping, Sequence
 from itertools import product
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -85,6 +88,20 @@ def oracle_grid(backend: str, top_knobs: Sequence[str], k: int,
             seen.add(key)
             grid.append(cfg)
     return grid
+
+
+def finals_beyond(grid: Sequence[Mapping[str, Value]], finals: Mapping[str, Mapping[str, Value]]
+                  ) -> dict[str, dict[str, Value]]:
+    """The configurations the methods ended with (*finals*: method -> configuration) that *grid* does
+    not hold, each once, under the name of the first method that ended on it."""
+    seen = {json.dumps(dict(c), sort_keys=True, default=str) for c in grid}
+    out: dict[str, dict[str, Value]] = {}
+    for method, cfg in finals.items():
+        key = json.dumps(dict(cfg), sort_keys=True, default=str)
+        if key not in seen:
+            seen.add(key)
+            out[method] = dict(cfg)
+    return out
 
 
 def phase_segments(workload: str, n_intervals: int, interval: float) -> list[tuple[int, int]]:
@@ -188,16 +205,24 @@ def improvement(series: Sequence[float], default: Sequence[float]) -> float:
     return float(np.mean(series) / np.mean(default) - 1.0)
 
 
+class MethodRun(NamedTuple):
+    """One method's run: its objective per interval, and the configuration it ended with."""
+
+    series: list[float]
+    final_config: dict[str, Value]
+
+
 def run_method(method: str, backend: str, setup: SimSetup, *, duration: float, interval: float,
-               query_model: Any = None, agent: Any = None) -> list[float]:
-    """The per-interval objective of one method's run."""
+               query_model: Any = None, agent: Any = None) -> MethodRun:
+    """One method's run on the simulated machine."""
     from ptmt.online.guard import GuardSettings
     from ptmt.online.tuner import TuneSettings
 
     if method in ("random", "tpe"):
         from ptmt.evaluation.search import run_search
 
-        return run_search(backend, setup, method, duration=duration, interval=interval, seed=setup.seed).series
+        found = run_search(backend, setup, method, duration=duration, interval=interval, seed=setup.seed)
+        return MethodRun(found.series, dict(found.best))
     if method == "hybrid":
         settings, qm, ag = TuneSettings(), query_model, agent
     elif method == "rl_only":
@@ -210,4 +235,4 @@ def run_method(method: str, backend: str, setup: SimSetup, *, duration: float, i
         raise ValueError(f"unknown method {method!r}")
     rep = tune_sim(backend, setup, duration=duration, interval=interval, agent=ag, query_model=qm,
                    settings=settings, measure_default=False)
-    return [float(r["objective"]) for r in rep.result.intervals]
+    return MethodRun([float(r["objective"]) for r in rep.result.intervals], dict(rep.result.final_config))

@@ -35,6 +35,11 @@ class MergeError(ValueError):
     """Runs of several evaluations that cannot be put together (the message says which and why)."""
 
 
+#: what a run records beside a method's own result, taken with the method when a later file replaces it
+_RUN_KEYS = {"oracle": ("noise_threshold", "oracle_config", "oracle_from", "oracle_grid_size", "static_best_of_grid"),
+             "late_oracle": ("late_noise_threshold", "late_oracle_config")}
+
+
 def merge_runs(files: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
                replace: Sequence[str] = ()) -> list[dict[str, Any]]:
     """The runs of several ``evaluate.py --json`` files as one evaluation.
@@ -67,8 +72,14 @@ def merge_runs(files: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
                     raise MergeError(f"{what}: both measured {method}; pass --replace {method} to take "
                                      f"the later file's")
                 have[method] = result
+                for k in _RUN_KEYS.get(method, ()):  # a re-measured bound brings its noise and configuration
+                    if k in run:
+                        merged[key][k] = run[k]
+            finals = {**merged[key].get("final_configs", {}), **run.get("final_configs", {})}
             for k, v in run.items():  # what a later file measured beside its methods (the late oracle's noise)
                 merged[key].setdefault(k, v)
+            if finals:
+                merged[key]["final_configs"] = finals
     return list(merged.values())
 
 

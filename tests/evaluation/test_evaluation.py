@@ -125,6 +125,22 @@ def test_suite_method_runs_and_ranks_knobs(table):
     assert set(ranked) == set(KnobSpace(load_catalog(BACKEND)).names)
     best = ev.sweep_best_configs(table)
     assert len(best) == table["workload"].nunique()
-    s = ev.run_method("db_only", BACKEND, SimSetup(workload="gups"), duration=300, interval=10,
-                      query_model=leave_one_out(table, BACKEND, "gups"))
-    assert len(s) == 30 and all(v > 0 for v in s)
+    run = ev.run_method("db_only", BACKEND, SimSetup(workload="gups"), duration=300, interval=10,
+                        query_model=leave_one_out(table, BACKEND, "gups"))
+    assert len(run.series) == 30 and all(v > 0 for v in run.series)
+    assert set(run.final_config) == set(KnobSpace(load_catalog(BACKEND)).names)
+
+
+def test_the_oracle_adds_the_configurations_the_methods_ended_with() -> None:
+    """A method that ends outside the grid has its final configuration run by the oracle as well,
+    once, under the first method that ended there; one the grid holds adds nothing."""
+    space = KnobSpace(load_catalog(BACKEND))
+    grid = ev.oracle_grid(BACKEND, space.names, 1)
+    inside = dict(grid[-1])
+    second = space.names[1]  # the grid varies the first knob only
+    other = next(v for v in space.ladder(second).values if v != space.defaults()[second])
+    outside = {**space.defaults(), second: other}
+    assert outside not in grid
+    beyond = ev.finals_beyond(grid, {"hybrid": outside, "rl_only": inside, "tpe": dict(outside)})
+    assert beyond == {"hybrid": outside}
+    assert ev.finals_beyond(grid, {"db_only": inside}) == {}

@@ -127,6 +127,17 @@ def test_merged_runs_add_methods_and_replace_only_what_is_named() -> None:
     with_late = {(r["workload"], r["seed"]): r for r in merge_runs([("a.json", first), ("d.json", [late])])}
     assert with_late["gups", 0]["late_noise_threshold"] == 0.02
     assert with_late["gups", 0]["noise_threshold"] == 0.01
+    # a re-measured oracle brings its own noise floor and configuration; the final configurations add up
+    first[0].update(oracle_config={"k": 1}, oracle_from="grid", final_configs={"rl_only": {"k": 2}})
+    oracle = _run("tpp", "gups", 0, 100.0, hybrid=0.03, oracle=0.06)
+    oracle.update(noise_threshold=0.02, oracle_config={"k": 3}, oracle_from="hybrid", final_configs={"hybrid": {"k": 3}})
+    redone = {(r["workload"], r["seed"]): r for r in merge_runs([("a.json", first), ("e.json", [oracle])],
+                                                                replace=["hybrid", "oracle"])}["gups", 0]
+    assert redone["methods"]["oracle"]["improvement"] == 0.06
+    assert (redone["noise_threshold"], redone["oracle_config"], redone["oracle_from"]) == (0.02, {"k": 3}, "hybrid")
+    assert redone["final_configs"] == {"rl_only": {"k": 2}, "hybrid": {"k": 3}}
+    with pytest.raises(MergeError, match="both measured oracle; pass --replace oracle"):
+        merge_runs([("a.json", first), ("e.json", [oracle])], replace=["hybrid"])
 
 
 def test_a_run_of_another_simulator_or_seed_is_not_merged() -> None:
