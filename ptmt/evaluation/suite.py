@@ -34,6 +34,7 @@ import pandas as pd
 import yaml
 
 from ptmt.catalog import Value, load_catalog
+from ptmt.online.guard import config_key
 from ptmt.online.knobspace import KnobSpace
 from ptmt.online.simrun import SimSetup, run_static, tune_sim
 from ptmt.sim.digest import simulator_digest
@@ -83,7 +84,7 @@ def oracle_grid(backend: str, top_knobs: Sequence[str], k: int,
     candidates = [{**base, **dict(zip(names, vals, strict=True))}
                   for vals in product(*(space.ladder(n).values for n in names))]
     for cfg in [*candidates, *({**base, **dict(e)} for e in extra)]:
-        key = json.dumps(cfg, sort_keys=True, default=str)
+        key = config_key(cfg)
         if key not in seen and space.legal(cfg):
             seen.add(key)
             grid.append(cfg)
@@ -94,10 +95,10 @@ def finals_beyond(grid: Sequence[Mapping[str, Value]], finals: Mapping[str, Mapp
                   ) -> dict[str, dict[str, Value]]:
     """The configurations the methods ended with (*finals*: method -> configuration) that *grid* does
     not hold, each once, under the name of the first method that ended on it."""
-    seen = {json.dumps(dict(c), sort_keys=True, default=str) for c in grid}
+    seen = {config_key(c) for c in grid}
     out: dict[str, dict[str, Value]] = {}
     for method, cfg in finals.items():
-        key = json.dumps(dict(cfg), sort_keys=True, default=str)
+        key = config_key(cfg)
         if key not in seen:
             seen.add(key)
             out[method] = dict(cfg)

@@ -75,11 +75,11 @@ def merge_runs(files: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
                 for k in _RUN_KEYS.get(method, ()):  # a re-measured bound brings its noise and configuration
                     if k in run:
                         merged[key][k] = run[k]
-            finals = {**merged[key].get("final_configs", {}), **run.get("final_configs", {})}
             for k, v in run.items():  # what a later file measured beside its methods (the late oracle's noise)
-                merged[key].setdefault(k, v)
-            if finals:
-                merged[key]["final_configs"] = finals
+                if k == "final_configs":  # each file's methods' endings add up
+                    merged[key][k] = {**merged[key].get(k, {}), **v}
+                else:
+                    merged[key].setdefault(k, v)
     return list(merged.values())
 
 

@@ -600,11 +600,13 @@ class Tuner:
         if floor <= 0 or top is None or top[1] < floor:
             return False
         allowed = self._allowed_move(top[0])
-        key = (str(self.space.move(top[0])), config_key(self.config))
-        if allowed is None or key in self._agent_tried:
+        if allowed is None:
+            return False
+        move, new = allowed
+        key = (str(move), config_key(self.config))
+        if key in self._agent_tried:
             return False
         self._agent_tried.add(key)
-        move, new = allowed
         self._explore_trial(new, str(move), move.knob, f"agent (p={top[1]:.2f}), confident: before the coarse pass")
         return True
 
