@@ -2,7 +2,7 @@
 
     python benchmarks/evaluate.py [--backends autonuma,upm] [--workloads gups,btree] [--methods ...]
         [--seeds 0,1] [--duration 1800] [--interval 10] [--oracle-knobs 3] [--workers 2]
-        [--cache-dir DIR] [--markdown docs/results.md] [--json results.json]
+        [--cache-dir DIR] [--markdown docs/results.md] [--json results.json] [--oracle-from earlier.json]
     python benchmarks/evaluate.py --from-json eval-tpp.json,eval-upm.json [--markdown FILE]
 
 Per backend the suite is swept once (``ptmt.offline.suite_db``, cached in --cache-dir); PTMT's query
@@ -42,6 +42,8 @@ def _job(job: tuple[str, str, int]) -> dict[str, Any]:
     backend, workload, seed = job
     a = _CTX["args"]
     table, grid = _CTX["tables"][backend], _CTX["grids"][backend]
+    if _CTX.get("prior") is not None:
+        grid = _CTX["prior"][job]
     setup = SimSetup(workload=workload, seed=seed)
     default = run_static(backend, setup, a.duration, a.interval)
     out: dict[str, Any] = {"backend": backend, "workload": workload, "seed": seed, "methods": {}}
@@ -145,6 +147,9 @@ def main() -> None:
     ap.add_argument("--screen", action="store_true",
                     help="also a one-knob-at-a-time study of every workload in the suite sweep")
     ap.add_argument("--oracle-knobs", type=int, default=3, help="full factorial over this many top knobs")
+    ap.add_argument("--oracle-from", type=Path, default=None,
+                    help="an earlier run's --json file: the oracle sweeps the configurations it found best "
+                         "(its oracles' and every method's ending) instead of the grid; for another --duration")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--cache-dir", type=Path, default=Path(".ptmt-eval-cache"))
     ap.add_argument("--markdown", type=Path, default=None)
@@ -168,6 +173,18 @@ def main() -> None:
     backends = a.backends.split(",")
     t0 = time.perf_counter()
     tables, grids = {}, {}
+    jobs = [(b, w, int(s)) for b in backends for w in workloads for s in a.seeds.split(",")]
+    prior = None
+    if a.oracle_from:
+        try:
+            prior = ev.prior_candidates(json.loads(a.oracle_from.read_text())["runs"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            sys.exit(f"{a.oracle_from}: not an evaluate.py --json file ({exc})")
+        missing = [j for j in jobs if j not in prior]
+        if missing:
+            sys.exit(f"{a.oracle_from}: holds no oracle for " + ", ".join(f"{b} {w} seed {s}" for b, w, s in missing[:5])
+                     + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+                     + " (run those with the grid, or leave out --oracle-from)")
     for b in backends:
         url = f"sqlite:///{a.cache_dir / suite_database_name(b, a.budget, a.trial_duration, a.screen)}"
         build_suite_database(b, url, budget=a.budget, duration=a.trial_duration, workers=max(1, a.workers),
@@ -175,8 +192,7 @@ def main() -> None:
         tables[b] = suite_table(url, b)
         grids[b] = ev.oracle_grid(b, ev.ranked_knobs(tables[b], b), a.oracle_knobs, ev.sweep_best_configs(tables[b]))
         print(f"{b}: suite {len(tables[b])} trials, oracle grid {len(grids[b])} configurations", flush=True)
-    _CTX.update(args=a, tables=tables, grids=grids)
-    jobs = [(b, w, int(s)) for b in backends for w in workloads for s in a.seeds.split(",")]
+    _CTX.update(args=a, tables=tables, grids=grids, prior=prior)
     if a.workers > 1:
         with mp.get_context("fork").Pool(a.workers) as pool:
             results = list(pool.imap_unordered(_job, jobs))

@@ -144,3 +144,17 @@ def test_the_oracle_adds_the_configurations_the_methods_ended_with() -> None:
     beyond = ev.finals_beyond(grid, {"hybrid": outside, "rl_only": inside, "tpe": dict(outside)})
     assert beyond == {"hybrid": outside}
     assert ev.finals_beyond(grid, {"db_only": inside}) == {}
+
+
+def test_an_earlier_evaluation_gives_each_run_its_best_configurations_once() -> None:
+    """--oracle-from: per (backend, workload, seed), the earlier oracle's, late oracle's and every
+    method's ending, each configuration once and in that order; a run with none of them is absent."""
+    space = KnobSpace(load_catalog(BACKEND))
+    d = space.defaults()
+    a, b = ({**d, name: next(v for v in space.ladder(name).values if v != d[name])} for name in space.names[:2])
+    runs = [{"backend": BACKEND, "workload": "gups", "seed": 1, "oracle_config": a, "late_oracle_config": dict(a),
+             "final_configs": {"hybrid": b, "db_only": d, "rl_only": dict(b)}},
+            {"backend": BACKEND, "workload": "stream", "seed": 0, "final_configs": {}}]
+    found = ev.prior_candidates(runs)
+    assert list(found) == [(BACKEND, "gups", 1)]
+    assert found[(BACKEND, "gups", 1)] == [a, b, d]
