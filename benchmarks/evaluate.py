@@ -2,7 +2,7 @@
 
     python benchmarks/evaluate.py [--backends autonuma,upm] [--workloads gups,btree] [--methods ...]
         [--seeds 0,1] [--duration 1800] [--interval 10] [--oracle-knobs 3] [--workers 2]
-        [--cache-dir DIR] [--markdown docs/results.md] [--json results.json] [--oracle-from earlier.json]
+        [--cache-dir DIR] [--markdown docs/results.md] [--json results.json] [--oracle-from earlier.json,...]
     python benchmarks/evaluate.py --from-json eval-tpp.json,eval-upm.json [--markdown FILE]
 
 Per backend the suite is swept once (``ptmt.offline.suite_db``, cached in --cache-dir); PTMT's query
@@ -147,9 +147,10 @@ def main() -> None:
     ap.add_argument("--screen", action="store_true",
                     help="also a one-knob-at-a-time study of every workload in the suite sweep")
     ap.add_argument("--oracle-knobs", type=int, default=3, help="full factorial over this many top knobs")
-    ap.add_argument("--oracle-from", type=Path, default=None,
-                    help="an earlier run's --json file: the oracle sweeps the configurations it found best "
-                         "(its oracles' and every method's ending) instead of the grid; for another --duration")
+    ap.add_argument("--oracle-from", default=None,
+                    help="earlier runs' --json files (comma-separated): the oracle sweeps the configurations "
+                         "they found best (their oracles' and every method's ending) instead of the grid; "
+                         "for another --duration")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--cache-dir", type=Path, default=Path(".ptmt-eval-cache"))
     ap.add_argument("--markdown", type=Path, default=None)
@@ -176,13 +177,16 @@ def main() -> None:
     jobs = [(b, w, int(s)) for b in backends for w in workloads for s in a.seeds.split(",")]
     prior = None
     if a.oracle_from:
-        try:
-            prior = ev.prior_candidates(json.loads(a.oracle_from.read_text())["runs"])
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            sys.exit(f"{a.oracle_from}: not an evaluate.py --json file ({exc})")
+        earlier: list[Any] = []
+        for p in a.oracle_from.split(","):
+            try:
+                earlier += json.loads(Path(p).read_text())["runs"]
+            except (OSError, ValueError, KeyError, TypeError) as exc:
+                sys.exit(f"{p}: not an evaluate.py --json file ({exc})")
+        prior = ev.prior_candidates(earlier)
         missing = [j for j in jobs if j not in prior]
         if missing:
-            sys.exit(f"{a.oracle_from}: holds no oracle for " + ", ".join(f"{b} {w} seed {s}" for b, w, s in missing[:5])
+            sys.exit(f"{a.oracle_from}: hold no oracle for " + ", ".join(f"{b} {w} seed {s}" for b, w, s in missing[:5])
                      + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
                      + " (run those with the grid, or leave out --oracle-from)")
     for b in backends:

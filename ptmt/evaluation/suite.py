@@ -106,23 +106,21 @@ def finals_beyond(grid: Sequence[Mapping[str, Value]], finals: Mapping[str, Mapp
 
 
 def prior_candidates(runs: Sequence[Mapping[str, Any]]) -> dict[tuple[str, str, int], list[dict[str, Value]]]:
-    """Per (backend, workload, seed) of an earlier evaluation's runs (its ``--json`` file's ``runs``):
-    the configurations it found best, each once: its static oracle's, its late oracle's and every
-    method's ending. An evaluation of another duration sweeps these instead of the whole grid: the
-    grid's best and what the online methods found, at a fraction of the cost (a weaker bound than
-    the grid when the best static configuration changes with the duration; the new run's own
-    endings are added to it as always)."""
+    """Per (backend, workload, seed) of earlier evaluations' runs (their ``--json`` files' ``runs``,
+    one list): the configurations they found best, each once: the static oracle's, the late
+    oracle's and every method's ending. An evaluation of another duration sweeps these instead of
+    the whole grid: the grid's best and what the online methods found, at a fraction of the cost (a
+    weaker bound than the grid when the best static configuration changes with the duration; the
+    new run's own endings are added to it as always)."""
     out: dict[tuple[str, str, int], list[dict[str, Value]]] = {}
+    seen: dict[tuple[str, str, int], set[str]] = {}
     for run in runs:
+        key = (str(run["backend"]), str(run["workload"]), int(run["seed"]))
         found = [run.get("oracle_config"), run.get("late_oracle_config"), *(run.get("final_configs") or {}).values()]
-        seen: set[str] = set()
-        configs = []
         for cfg in found:
-            if cfg and config_key(cfg) not in seen:
-                seen.add(config_key(cfg))
-                configs.append(dict(cfg))
-        if configs:
-            out[(str(run["backend"]), str(run["workload"]), int(run["seed"]))] = configs
+            if cfg and config_key(cfg) not in seen.setdefault(key, set()):
+                seen[key].add(config_key(cfg))
+                out.setdefault(key, []).append(dict(cfg))
     return out
 
 

@@ -148,7 +148,8 @@ def test_the_oracle_adds_the_configurations_the_methods_ended_with() -> None:
 
 def test_an_earlier_evaluation_gives_each_run_its_best_configurations_once() -> None:
     """--oracle-from: per (backend, workload, seed), the earlier oracle's, late oracle's and every
-    method's ending, each configuration once and in that order; a run with none of them is absent."""
+    method's ending, each configuration once and in that order, over every file given; a run with
+    none of them is absent."""
     space = KnobSpace(load_catalog(BACKEND))
     d = space.defaults()
     a, b = ({**d, name: next(v for v in space.ladder(name).values if v != d[name])} for name in space.names[:2])
@@ -158,3 +159,6 @@ def test_an_earlier_evaluation_gives_each_run_its_best_configurations_once() -> 
     found = ev.prior_candidates(runs)
     assert list(found) == [(BACKEND, "gups", 1)]
     assert found[(BACKEND, "gups", 1)] == [a, b, d]
+    c = {**d, space.names[2]: next(v for v in space.ladder(space.names[2]).values if v != d[space.names[2]])}
+    later = {"backend": BACKEND, "workload": "gups", "seed": 1, "oracle_config": b, "final_configs": {"hybrid": c}}
+    assert ev.prior_candidates([*runs, later])[(BACKEND, "gups", 1)] == [a, b, d, c]  # a second file adds
