@@ -25,8 +25,7 @@ back the best known configuration when a change does not pay:
   flat mean (a workload still falling under any configuration would abort it);
 - **exploration budget**: ``exploration_budget`` trial moves per phase (``outlier_budget`` when
   the workload is unlike anything in the database); then the tuner holds the best configuration
-  and only watches, until it has held ``explore_again`` times as long as the phase took to spend
-  the budget: then a new round of exploration starts from the best configuration.
+  and only watches.
 """
 
 from __future__ import annotations
@@ -110,11 +109,6 @@ class GuardSettings:
     #: far end (once per phase for each move and configuration it starts from; 0 = the coarse pass
     #: always goes first)
     agent_first: float = 0.35
-    #: a phase whose budget is spent explores again, with a fresh budget and the coarse pass, once
-    #: the best configuration has held this many times as long as the phase ran before the budget
-    #: ran out (the doubling trick: a daemon's horizon is unknown, the time already run is the best
-    #: guess of what is left, so exploration stays a bounded share of the run; 0 = never)
-    explore_again: int = 2
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -152,7 +146,7 @@ class GuardSettings:
 
 #: integer settings for which 0 is meaningful (no settling, nothing discarded, no more trials)
 _MAY_BE_ZERO = ("settle_intervals", "warmup_discard", "confirmed_budget", "extend_inconclusive", "trend_t",
-                "trend_horizon", "explore_again")
+                "trend_horizon")
 
 
 def config_key(config: Mapping[str, Value]) -> str:

@@ -167,11 +167,6 @@ class Tuner:
         self._warm_left = self.s.guard.warmup_intervals
         self._fallback_cursor = 0
         self._far_tried: set[tuple[str, int]] = set()
-        #: the interval the phase began (its warm-up's first), when its budget ran out (None while
-        #: there is budget), and the exploration rounds it has had (see Tuner._next_round)
-        self._phase_began = 0
-        self._spent_at: int | None = None
-        self._round = 1
         #: the agent's confident moves tried this phase, with the configuration each started from
         self._agent_tried: set[tuple[str, str]] = set()
         #: the database's advice was measured and kept this phase: exploit it (confirmed_budget)
@@ -430,7 +425,6 @@ class Tuner:
         """Baseline of the new phase, then the database's advice."""
         self._far_tried = set()
         self._agent_tried = set()
-        self._phase_began, self._spent_at, self._round = self.seq - len(self._warm), None, 1
         self._advice_confirmed = False
         self._advice_tried, self._ask_again, self._phase_fp = [], None, fp
         self._evidence, self._level = [], 1.0
@@ -659,31 +653,6 @@ class Tuner:
         self._change(self._phase_start, "explore", "exploration budget spent: measuring the phase's starting "
                      "configuration again against the best known one")
 
-    def _next_round(self) -> bool:
-        """With the budget spent: True when a new exploration round begins now (``explore_again``).
-        The budget is refilled and the coarse pass runs again from the best configuration (also
-        after confirmed advice); what was measured worse or aborted stays tabu. At a 10 s interval
-        a phase that spent its budget by interval 60 explores again from interval 180, then from
-        about 3 x the end of that round, and so on."""
-        again = self.s.guard.explore_again
-        if again <= 0 or self.s.guard.exploration_budget <= 0:
-            return False
-        if self._spent_at is None:
-            self._spent_at = self.seq
-            return False
-        held, took = self.seq - self._spent_at, self._spent_at - self._phase_began
-        if held < again * took:
-            return False
-        self._round += 1
-        self._spent_at = None
-        g = self.guard
-        g.budget, g.moves_per_knob = self.s.guard.exploration_budget, {}
-        self._far_tried, self._agent_tried, self._advice_confirmed = set(), set(), False
-        self._event("explore", f"exploration round {self._round}: the best known configuration has held for "
-                    f"{held} intervals, {again} times the {took} the phase took to spend its budget; "
-                    f"exploration budget {g.budget}")
-        return True
-
     def _explore(self, sample: Sample, value: float | None, fp: np.ndarray) -> None:
         g = self.guard
         if self._ask_again:  # advice is not exploration: it spends no budget
@@ -697,8 +666,7 @@ class Tuner:
                     return
         if g.budget <= 0:
             self._check_start()
-            if g.trial is not None or not self._next_round():
-                return
+            return
         candidates: list[tuple[int, float]] = []
         legal = self.space.legal_moves(self.config)
         ranked = None
