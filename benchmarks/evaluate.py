@@ -53,11 +53,12 @@ def _job(job: tuple[str, str, int]) -> dict[str, Any]:
     out["agent"] = "shipped" if agent else "coordinate search"
     qm = leave_one_out(table, backend, workload)
     finals: dict[str, dict[str, Any]] = {}
+    claimed: dict[str, float | None] = {}
     for m in a.methods:
         if m == "default" or m in ev.ORACLES:
             continue
-        series[m], finals[m] = ev.run_method(m, backend, setup, duration=a.duration, interval=a.interval,
-                                             query_model=qm, agent=agent)
+        series[m], finals[m], claimed[m] = ev.run_method(m, backend, setup, duration=a.duration,
+                                                         interval=a.interval, query_model=qm, agent=agent)
     out["final_configs"] = finals
     if set(ev.ORACLES) & set(a.methods):
         runs = ev.sweep_oracle(backend, setup, grid, duration=a.duration, interval=a.interval,
@@ -87,6 +88,8 @@ def _job(job: tuple[str, str, int]) -> dict[str, Any]:
         out["methods"][m] = {"improvement": ev.improvement(s, default), "mean": float(np.mean(s)),
                              "intervals_to_90": ev.intervals_to_90(s, default),
                              "series": [float(v) for v in s]}  # per interval: where a method gains or pays
+        if claimed.get(m) is not None:
+            out["methods"][m]["kept_gain"] = claimed[m]  # what its own verdicts claimed
     out["default_mean"] = float(np.mean(default))
     if "oracle" in series:
         out["noise_threshold"] = ev.noise_threshold(default, series["oracle"])

@@ -226,10 +226,12 @@ def improvement(series: Sequence[float], default: Sequence[float]) -> float:
 
 
 class MethodRun(NamedTuple):
-    """One method's run: its objective per interval, and the configuration it ended with."""
+    """One method's run: its objective per interval, the configuration it ended with, and, for the
+    tuner's methods, what its verdicts claimed (``TuneResult.kept_gain``; None for the searches)."""
 
     series: list[float]
     final_config: dict[str, Value]
+    kept_gain: float | None = None
 
 
 def run_method(method: str, backend: str, setup: SimSetup, *, duration: float, interval: float,
@@ -255,4 +257,5 @@ def run_method(method: str, backend: str, setup: SimSetup, *, duration: float, i
         raise ValueError(f"unknown method {method!r}")
     rep = tune_sim(backend, setup, duration=duration, interval=interval, agent=ag, query_model=qm,
                    settings=settings, measure_default=False)
-    return MethodRun([float(r["objective"]) for r in rep.result.intervals], dict(rep.result.final_config))
+    return MethodRun([float(r["objective"]) for r in rep.result.intervals], dict(rep.result.final_config),
+                     rep.result.kept_gain)

@@ -277,7 +277,7 @@ def _tune_linux(cfg: Any, catalog: Any, *, root: Path | None, source: Any, durat
     d = {"platform": "linux", "backend": backend, "objective": source.describe(), "objective_unit": source.unit,
          "mean_objective": result.mean_objective, "start_config": dict(result.start_config),
          "final_config": dict(result.final_config), "changes": result.changes, "reverts": result.reverts,
-         "intervals": len(result.intervals), "events": [e.as_dict() for e in result.events],
+         "kept_gain": result.kept_gain, "intervals": len(result.intervals), "events": [e.as_dict() for e in result.events],
          "dry_run": cfg.dry_run, "advice": list(service.backend.advice), "released": dict(service.tuner.released)}
     if rec is not None:
         d["run_token"] = rec.token

@@ -80,7 +80,7 @@ class SimTuneReport:
                 "default_objective": self.default_objective, "tuned_objective": self.tuned_objective,
                 "improvement": self.improvement, "start_config": _plain(r.start_config),
                 "final_config": _plain(r.final_config), "changes": r.changes, "reverts": r.reverts,
-                "events": [e.as_dict() for e in r.events],
+                "kept_gain": r.kept_gain, "events": [e.as_dict() for e in r.events],
                 "intervals": [{"seq": i["seq"], "t_s": i["t_s"], "objective": i["objective"],
                                "default_objective": self.default_series[n] if n < len(self.default_series) else None,
                                "phase": i["phase"], "config": _plain(i["config"])}

@@ -138,6 +138,20 @@ class TuneResult:
     def reverts(self) -> int:
         return len({e.n for e in self.events if e.kind == "revert"})
 
+    @property
+    def kept_gain(self) -> float:
+        """What the tuner's own verdicts claim for the phase it ended in: its kept gains compounded.
+        Each was measured against the level just before its change, which a reverted trial's
+        lingering damage or the workload's own drift can lower, so the sum of the claims may
+        exceed the run's gain over the defaults (docs/results.md, "What the verdicts claim")."""
+        gain = 1.0
+        for e in self.events:
+            if e.kind == "phase":
+                gain = 1.0
+            elif e.kind == "keep":
+                gain *= 1.0 + float(e.details.get("gain", 0.0))
+        return gain - 1.0
+
 
 class Tuner:
     """One tuning session of one backend on one host (see the module docstring)."""

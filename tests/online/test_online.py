@@ -20,7 +20,7 @@ from ptmt.online.guard import Guard, GuardSettings, Trend, warmup_trend
 from ptmt.online.knobspace import KnobSpace, Move
 from ptmt.online.phase import PhaseDetector, PhaseSettings
 from ptmt.online.simrun import HostObjective, SimSetup, tune_sim
-from ptmt.online.tuner import Tuner, TuneSettings
+from ptmt.online.tuner import Event, Tuner, TuneResult, TuneSettings
 from ptmt.sim.host import SimHost
 
 SMALL = Scenario(workload="gups", fast_gb=4.0, footprint_scale=0.125, seed=1)
@@ -811,7 +811,24 @@ def test_tune_sim_reports_against_the_same_seed_defaults() -> None:
     assert report.result.changes == 0
     assert report.tuned_objective == pytest.approx(report.default_objective, rel=1e-12)
     d = report.as_dict()
-    assert set(d) >= {"default_objective", "tuned_objective", "improvement", "final_config", "changes", "reverts"}
+    assert set(d) >= {"default_objective", "tuned_objective", "improvement", "final_config", "changes", "reverts",
+                      "kept_gain"}
+    assert d["kept_gain"] == 0.0  # nothing was kept
+
+
+def test_kept_gain_compounds_the_verdicts_of_the_phase_the_run_ended_in() -> None:
+    """The tuner's own claim: kept gains multiply within a phase, a new phase starts again, and
+    rejections, reverts and advice that was not kept claim nothing."""
+    def ev(kind: str, gain: float | None = None) -> Event:
+        return Event(0, 0, 0.0, kind, kind, details={} if gain is None else {"gain": gain})
+
+    def claim(*events: Event) -> float:
+        return TuneResult([], list(events), {}, {}, "ops/s", []).kept_gain
+
+    assert claim(ev("keep", 0.10), ev("revert", -0.2), ev("keep", 0.05)) == pytest.approx(1.10 * 1.05 - 1)
+    assert claim(ev("keep", 0.10), ev("phase"), ev("keep", 0.02), ev("model")) == pytest.approx(0.02)
+    assert claim(ev("keep", 0.10), ev("phase")) == 0.0
+    assert claim() == 0.0
 
 
 @pytest.mark.parametrize("settings", [GuardSettings, PhaseSettings], ids=lambda c: c.__name__)
