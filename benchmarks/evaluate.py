@@ -41,9 +41,8 @@ _CTX: dict[str, Any] = {}
 def _job(job: tuple[str, str, int]) -> dict[str, Any]:
     backend, workload, seed = job
     a = _CTX["args"]
-    table, grid = _CTX["tables"][backend], _CTX["grids"][backend]
-    if _CTX.get("prior") is not None:
-        grid = _CTX["prior"][job]
+    table = _CTX["tables"][backend]
+    grid = _CTX["grids"][backend] if _CTX["prior"] is None else _CTX["prior"][job]
     setup = SimSetup(workload=workload, seed=seed)
     default = run_static(backend, setup, a.duration, a.interval)
     out: dict[str, Any] = {"backend": backend, "workload": workload, "seed": seed, "methods": {}}
@@ -197,8 +196,12 @@ def main() -> None:
         build_suite_database(b, url, budget=a.budget, duration=a.trial_duration, workers=max(1, a.workers),
                              screen=a.screen)
         tables[b] = suite_table(url, b)
-        grids[b] = ev.oracle_grid(b, ev.ranked_knobs(tables[b], b), a.oracle_knobs, ev.sweep_best_configs(tables[b]))
-        print(f"{b}: suite {len(tables[b])} trials, oracle grid {len(grids[b])} configurations", flush=True)
+        if prior is None:
+            grids[b] = ev.oracle_grid(b, ev.ranked_knobs(tables[b], b), a.oracle_knobs,
+                                      ev.sweep_best_configs(tables[b]))
+        oracle = (f"oracle grid {len(grids[b])} configurations" if prior is None else
+                  f"oracle from {a.oracle_from}: {sum(len(prior[j]) for j in jobs if j[0] == b)} configurations")
+        print(f"{b}: suite {len(tables[b])} trials, {oracle}", flush=True)
     _CTX.update(args=a, tables=tables, grids=grids, prior=prior)
     if a.workers > 1:
         with mp.get_context("fork").Pool(a.workers) as pool:
