@@ -9,8 +9,10 @@ state, so ``apply`` in one command and ``restore`` in the next see one machine.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
+import shutil
 import zlib
 from dataclasses import replace
 from pathlib import Path
@@ -139,6 +141,25 @@ class SimHost:
         write_state = self.root / (STATE_FILE + ".tmp")
         write_state.write_text(json.dumps(state, default=_jsonable))
         os.replace(write_state, self.root / STATE_FILE)
+
+    def fork(self, root: str | os.PathLike[str]) -> SimHost:
+        """A copy of this machine at this instant under *root*: the same page placement, counters,
+        knob files and clock, and the same measurement noise from here on (it is keyed by the
+        advance count). Two forks given two configurations answer what either would have done from
+        one state, which no real machine can: ``ptmt.evaluation.response`` measures with them how
+        long a change takes to show."""
+        dest = Path(root)
+        if dest.exists() and any(dest.iterdir()):
+            raise ValueError(f"fork target {dest} is not empty")
+        shutil.copytree(self.root, dest, dirs_exist_ok=True)
+        twin = copy.copy(self)
+        twin.root = dest.resolve()
+        twin.fs = KernelFS(twin.root, io=SimFileIO(twin.root, self.kernel))
+        twin.engine = copy.deepcopy(self.engine)
+        twin.last = list(self.last)
+        twin._knob_stamp = ()
+        twin._knobs = KnobValues()
+        return twin
 
     # -- knobs -------------------------------------------------------------------------------------
     def knobs(self) -> KnobValues:

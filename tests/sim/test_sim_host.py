@@ -139,3 +139,30 @@ def test_all_builtin_workloads_and_machines_load():
         assert load_workload(name).footprint_gb > 0
     for name in builtin_names("machines"):
         assert load_machine(name).fast_frames > 0
+
+
+def test_fork_continues_identically_and_independently(host, tmp_path):
+    """Two forks of one instant read the same until one of them is changed; the original is untouched."""
+    for _ in range(3):
+        host.advance(10)
+    a, b = host.fork(tmp_path / "a"), host.fork(tmp_path / "b")
+    assert a.now() == b.now() == host.now()
+    assert a.fs.read("/proc/vmstat") == host.fs.read("/proc/vmstat")
+    a.advance(10)
+    b.advance(10)
+    assert a.objective() == b.objective()
+    a.fs.write("/proc/sys/kernel/numa_balancing", "2")
+    assert host.fs.read("/proc/sys/kernel/numa_balancing") == "0"
+    assert b.fs.read("/proc/sys/kernel/numa_balancing") == "0"
+    for _ in range(3):
+        a.advance(10)
+        b.advance(10)
+    assert a.objective() != b.objective()
+    assert host.now() == 30.0 and a.now() == b.now() == 70.0
+
+
+def test_fork_refuses_a_used_directory(host, tmp_path):
+    (tmp_path / "used").mkdir()
+    (tmp_path / "used" / "x").write_text("1")
+    with pytest.raises(ValueError, match="not empty"):
+        host.fork(tmp_path / "used")
