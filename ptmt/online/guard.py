@@ -9,7 +9,9 @@ back the best known configuration when a change does not pay:
   in flight), then ``evaluate_intervals`` readings are averaged and compared with the best known
   configuration's level just before the change. A change is kept only when it is at least
   ``accept_margin`` better (hysteresis: noise alone does not move the configuration), else the
-  best known configuration is restored;
+  best known configuration is restored. A gain within the noise, or a loss smaller than
+  ``extend_floor``, is measured ``extend_inconclusive`` intervals longer first: on the kernel's
+  tiering policies a change's effect takes 10-15 intervals to build;
 - **revert**: outside trials, when the objective stays more than ``revert_fraction`` below the
   best known level for ``revert_after`` intervals in a row under a configuration that is not the
   best known one, the best known configuration is restored;
@@ -85,9 +87,14 @@ class GuardSettings:
     #: asked again for the best configuration it has not tried (1 = the first answer only)
     advice_tries: int = 2
     #: readings added to a trial that measured a gain too small to be told from the noise (above
-    #: zero, below the margin it needs): its verdict is taken on all its readings, whose margin
-    #: is smaller (0 = judge every trial on ``evaluate_intervals`` readings)
-    extend_inconclusive: int = 4
+    #: ``-extend_floor``, below the margin it needs): its verdict is taken on all its readings,
+    #: whose margin is smaller (0 = judge every trial on ``evaluate_intervals`` readings)
+    extend_inconclusive: int = 8
+    #: a trial that measured a loss smaller than this is extended too: on the kernel's tiering
+    #: policies a change's effect builds over 10-15 intervals, after its migrations cost first,
+    #: so a trial's first readings see a small part of it (docs/results.md, "How long a change
+    #: takes to show"; 0 = only a gain above zero is extended)
+    extend_floor: float = 0.02
     #: once advice is kept, the database is asked again with what the phase measured so far (its
     #: workloads weighted by how they answered those configurations); the answer is tried when it
     #: promises at least this much over the kept configuration (within ``advice_tries``; 0 = never,
@@ -273,7 +280,7 @@ class Guard:
         gain = mean / ref - 1.0 if ref > 0 else 0.0
         needed = self.margin(t.readings)
         self.last_needed, self.last_aborted = needed, False
-        if 0.0 < gain < needed and not t.wanted and self.s.extend_inconclusive > 0:
+        if -self.s.extend_floor < gain < needed and not t.wanted and self.s.extend_inconclusive > 0:
             t.wanted = len(t.readings) + self.s.extend_inconclusive
             return "extend", gain  # within the noise: the trial goes on
         self.trial = None

@@ -72,20 +72,20 @@ def test_upm_gains_on_an_unseen_workload_with_headroom(tmp_path: Path) -> None:
 
 
 def test_autonuma_re_adapts_after_a_phase_change(autonuma_table) -> None:
-    # gups whose whole hot set moves at 1200 s, long after tuning settled: the tuner must notice,
+    # gups whose whole hot set moves at 1800 s, long after tuning settled: the tuner must notice,
     # take a new baseline, ask the database again and explore again, and the second half must
     # not lose against the defaults' second half
     workload = str(Path(__file__).parent / "data" / "gups-late-shift.yaml")
-    report = tune_unseen(autonuma_table, "autonuma", workload, advise_as="gups", duration=2400,
+    report = tune_unseen(autonuma_table, "autonuma", workload, advise_as="gups", duration=3000,
                          agent=load_agent(shipped_agent_path("autonuma")))
     events = report.result.events
     phases = [e for e in events if e.kind == "phase"]
-    assert phases and 120 <= phases[0].seq <= 125, [(e.seq, e.reason) for e in phases]
+    assert phases and 180 <= phases[0].seq <= 185, [(e.seq, e.reason) for e in phases]
     assert [e for e in events if e.seq >= phases[0].seq and e.kind in ("model", "explore")]
     rows = report.result.intervals
     assert {r["baseline"] for r in rows if r["phase"] == 1} != {r["baseline"] for r in rows if r["phase"] == 0}
-    tuned = [r["objective"] for r in rows[120:]]
-    default = report.default_series[120:]
+    tuned = [r["objective"] for r in rows[180:]]
+    default = report.default_series[180:]
     assert sum(tuned) / len(tuned) > 0.98 * sum(default) / len(default)
 
 

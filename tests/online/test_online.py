@@ -392,7 +392,8 @@ def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None
             def describe(self) -> str:
                 return "pays at the advice" if pays else "flat"
 
-        guard = GuardSettings(confirmed_budget=confirmed, noise_z=0.0)
+        # extend_floor 0: a flat objective's trials are not measured longer (that has its own test)
+        guard = GuardSettings(confirmed_budget=confirmed, noise_z=0.0, extend_floor=0.0)
         tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / where / "state"), objective=Objective(),
                       space=KnobSpace(cat), query_model=Advisor(),
                       settings=TuneSettings(interval=10, duration=500, guard=guard))
