@@ -280,7 +280,10 @@ class Guard:
         gain = mean / ref - 1.0 if ref > 0 else 0.0
         needed = self.margin(t.readings)
         self.last_needed, self.last_aborted = needed, False
-        if -self.s.extend_floor < gain < needed and not t.wanted and self.s.extend_inconclusive > 0:
+        # a loss against a warm-up's projected line is not waited out: past the line's horizon the
+        # projection, not the change, decides the comparison
+        floor = self.s.extend_floor if t.trend is None else 0.0
+        if -floor < gain < needed and not t.wanted and self.s.extend_inconclusive > 0:
             t.wanted = len(t.readings) + self.s.extend_inconclusive
             return "extend", gain  # within the noise: the trial goes on
         self.trial = None

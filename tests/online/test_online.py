@@ -658,6 +658,35 @@ def test_guard_aborts_a_collapse_at_once_and_asks_more_of_a_noisy_gain() -> None
     assert g.last_needed == pytest.approx(0.01)
 
 
+def test_guard_measures_a_small_loss_longer_unless_it_is_judged_against_a_moving_line() -> None:
+    """A change on a kernel tiering policy costs before it pays (its pages migrate over minutes):
+    a loss within ``extend_floor`` runs ``extend_inconclusive`` more intervals, a larger loss is
+    rejected at once, and a loss against a warm-up's projected line is not waited out."""
+    g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=4, accept_margin=0.01, noise_z=0.0,
+                            extend_inconclusive=8, extend_floor=0.02))
+    g.new_phase({"k": 1})
+    g.best_level = 100.0
+    g.start_trial({"k": 2}, 0, "k up", "k")
+    verdicts = [g.judge(i, 99.0) for i in range(1, 5)]
+    assert verdicts[-1] == ("extend", pytest.approx(-0.01)) and g.trial is not None
+    verdicts = [g.judge(i, 104.0) for i in range(5, 13)]
+    assert verdicts[:7] == [None] * 7
+    assert verdicts[7] == ("keep", pytest.approx((4 * 99.0 + 8 * 104.0) / 12 / 100.0 - 1.0))  # all 12 readings
+    g.start_trial({"k": 3}, 20, "k up", "k")
+    verdicts = [g.judge(20 + i, 100.0) for i in range(1, 5)]  # -2.2% against the kept level of 102.33
+    assert verdicts[-1] == ("reject", pytest.approx(100.0 / ((4 * 99.0 + 8 * 104.0) / 12) - 1.0))
+    g.start_trial({"k": 4}, 30, "k up", "k", reference=100.0, trend=Trend(0.0, 30.0, 36, 5.0))
+    verdicts = [g.judge(30 + i, 99.0) for i in range(1, 5)]
+    assert verdicts[-1] == ("reject", pytest.approx(-0.01))  # the same loss, against a line: not extended
+    off = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=4, noise_z=0.0, extend_floor=0.0))
+    off.new_phase({"k": 1})
+    off.best_level = 100.0
+    off.start_trial({"k": 2}, 0, "k up", "k")
+    assert [off.judge(i, 99.0) for i in range(1, 5)][-1] == ("reject", pytest.approx(-0.01))
+    with pytest.raises(ConfigError, match=r"At 'guard.extend_floor': must be a number between 0 and 1"):
+        GuardSettings.from_mapping({"extend_floor": -0.1})
+
+
 def test_guard_measures_longer_when_a_gain_is_within_the_noise() -> None:
     g = _guard_at_100(extend_inconclusive=4)
     g.start_trial({"k": 2}, 0, "k up", "k")
