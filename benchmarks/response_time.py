@@ -32,8 +32,9 @@ from rich.console import Console
 from rich.table import Table
 
 from ptmt.catalog import load_catalog
-from ptmt.evaluation.response import describe, measure_response
+from ptmt.evaluation.response import measure_response
 from ptmt.online.guard import GuardSettings
+from ptmt.online.knobspace import describe
 from ptmt.online.simrun import SimSetup
 from ptmt.sim.specs import builtin_names
 
@@ -99,7 +100,7 @@ def main() -> None:
                          no_wrap=col == "per 5 intervals")
     rows: list[dict[str, Any]] = []
     for b in backends:
-        defaults = {k: kn.default for k, kn in load_catalog(b).knobs.items()}
+        defaults = load_catalog(b).defaults()
         for w in workloads:
             for s in seeds:
                 cfg = parse_set(a.set, b) if a.set else (given or {}).get((b, w, s))
@@ -107,14 +108,14 @@ def main() -> None:
                     continue
                 r = measure_response(b, SimSetup(workload=w, seed=s), cfg, switch_at=a.switch_at,
                                      intervals=a.intervals, interval=a.interval)
-                row = {"backend": b, "workload": w, "seed": s, "config": cfg, "steady": r.steady,
-                       "trial_sees": r.judged(settle, evaluate), "arrival": r.arrival(), "windows": r.windows(),
-                       **r.as_dict()}
+                row = {"backend": b, "workload": w, "seed": s, "config": cfg,
+                       "trial_sees": r.judged(settle, evaluate), **r.as_dict()}
                 rows.append(row)
-                table.add_row(b, w, str(s), f"{r.steady:+.1%}", f"{row['trial_sees']:+.1%}",
-                              "-" if r.arrival() is None else str(r.arrival()),
-                              " ".join(f"{g:+.0%}" for g in r.windows()),
-                              *([describe(cfg, defaults)] if a.show_config else []))
+                changed = {k: v for k, v in cfg.items() if defaults.get(k) != v}
+                table.add_row(b, w, str(s), f"{row['steady']:+.1%}", f"{row['trial_sees']:+.1%}",
+                              "-" if row["arrival"] is None else str(row["arrival"]),
+                              " ".join(f"{g:+.0%}" for g in row["windows"]),
+                              *([describe(changed) or "(the defaults)"] if a.show_config else []))
     console.print(table)
     gaining = [r for r in rows if r["steady"] >= 0.01]
     if gaining:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -107,13 +107,3 @@ def measure_response(backend: str, setup: SimSetup, config: Mapping[str, Value],
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
-
-def changed_knobs(config: Mapping[str, Value], defaults: Mapping[str, Value]) -> dict[str, Value]:
-    """The knobs of *config* that differ from *defaults* (for a readable label)."""
-    return {k: v for k, v in config.items() if defaults.get(k) != v}
-
-
-def describe(config: Mapping[str, Value], defaults: Mapping[str, Value], names: Sequence[str] | None = None) -> str:
-    diff = changed_knobs(config, defaults)
-    keys = [k for k in (names or sorted(diff)) if k in diff]
-    return ", ".join(f"{k}={diff[k]}" for k in keys) or "(the defaults)"

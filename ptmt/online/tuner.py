@@ -383,14 +383,11 @@ class Tuner:
             trial = g.trial
             verdict = g.judge(self.seq, value)
             if verdict is not None and verdict[0] == "extend":
-                more = self.s.guard.extend_inconclusive
-                if verdict[1] > 0:
-                    self._event("measure", f"{trial.what}: {verdict[1]:+.1%} over {len(trial.readings)} intervals is "
-                                f"within the noise (needs {g.last_needed:+.1%}); measuring {more} more")
-                else:
-                    self._event("measure", f"{trial.what}: {verdict[1]:+.1%} over {len(trial.readings)} intervals, a "
-                                f"loss within {self.s.guard.extend_floor:.0%}: its effect may still be building "
-                                f"(pages migrate over minutes); measuring {more} more")
+                why = (f" is within the noise (needs {g.last_needed:+.1%})" if verdict[1] > 0 else
+                       f", a loss within {self.s.guard.extend_floor:.0%}: its effect may still be building (pages "
+                       f"migrate over minutes)")
+                self._event("measure", f"{trial.what}: {verdict[1]:+.1%} over {len(trial.readings)} intervals"
+                            f"{why}; measuring {self.s.guard.extend_inconclusive} more")
             elif verdict is not None:
                 self._judged_at = self.seq
                 what, gain = verdict

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ptmt.evaluation.response import Response, describe, measure_response
+from ptmt.evaluation.response import Response, measure_response
 from ptmt.online.simrun import SimSetup
 
 SETUP = SimSetup(workload="gups", machine="dram-cxl-1to2", fast_gb=1, slow_gb=2, footprint_gb=2, seed=3)
@@ -37,7 +37,3 @@ def test_bad_arguments_are_refused():
     with pytest.raises(ValueError, match="intervals >= 1"):
         measure_response("autonuma", SETUP, {}, intervals=0)
 
-
-def test_describe_names_only_changed_knobs():
-    assert describe({"a": 1, "b": 2}, {"a": 1, "b": 3}) == "b=2"
-    assert describe({"a": 1}, {"a": 1}) == "(the defaults)"
