@@ -6,8 +6,9 @@ back the best known configuration when a change does not pay:
 - **one change per interval**, one rung of one knob (structural: the action space has no other
   moves), and at most ``max_moves_per_knob`` trial moves of one knob per phase;
 - **settle, then judge**: after a change the next ``settle_intervals`` are not judged (migrations
-  in flight), then ``evaluate_intervals`` readings are averaged and compared with the best known
-  configuration's level just before the change. A change is kept only when it is at least
+  in flight; only a collapse past ``settle_abort_fraction`` ends the trial then), then
+  ``evaluate_intervals`` readings are averaged and compared with the best known configuration's
+  level just before the change. A change is kept only when it is at least
   ``accept_margin`` better (hysteresis: noise alone does not move the configuration), else the
   best known configuration is restored. A gain within the noise, or a loss smaller than
   ``extend_floor``, is measured ``extend_inconclusive`` intervals longer first: on the kernel's
@@ -70,6 +71,10 @@ class GuardSettings:
     #: a trial whose reading falls this far below the reference is rejected at once, without
     #: waiting for its other readings (a far-end trial can cost a third of the throughput)
     abort_fraction: float = 0.05
+    #: a reading this far below the reference aborts the trial even while it settles (UPM applies
+    #: a placement at once: read_sample_period 5000 -> 1000 costs 30% from the first interval;
+    #: 0 = never judge a settling reading)
+    settle_abort_fraction: float = 0.2
     #: a change must also beat the noise: its gain must exceed this many standard errors of the
     #: difference, estimated from the trial's own readings (0 = the plain accept_margin)
     noise_z: float = 1.0
@@ -227,6 +232,9 @@ class Guard:
         self.moves_per_knob: dict[str, int] = {}
         self.below = 0
         self.last_needed, self.last_aborted = settings.accept_margin, False
+        #: the loss below which the last aborted trial was aborted (abort_fraction, or
+        #: settle_abort_fraction when it was still settling)
+        self.last_abort_floor, self.last_abort_settling = settings.abort_fraction, False
         #: aborted trials by configuration key, kept across phases (see aborted_here)
         self.aborted: dict[str, Failed] = {}
         #: trials rejected on their full readings, likewise (see rejected_here)
@@ -261,18 +269,24 @@ class Guard:
         t = self.trial
         if t is None:
             return None
-        if interval - t.started <= self.s.settle_intervals:
+        settling = interval - t.started <= self.s.settle_intervals
+        if settling and (value is None or self.s.settle_abort_fraction <= 0):
             return None
         if value is not None:
             ref = t.reference_at(interval)
-            t.readings.append(value)
-            t.references.append(ref)
-            if ref > 0 and value < ref * (1.0 - self.s.abort_fraction) and self.s.abort_fraction > 0:
+            floor = self.s.settle_abort_fraction if settling else self.s.abort_fraction
+            if not settling:
+                t.readings.append(value)
+                t.references.append(ref)
+            if ref > 0 and value < ref * (1.0 - floor) and floor > 0:
                 self.trial = None
                 self.tabu.add(config_key(t.config))
                 self.last_needed, self.last_aborted = self.s.accept_margin, True
+                self.last_abort_floor, self.last_abort_settling = floor, settling
                 self.aborted[config_key(t.config)] = Failed(interval, value / ref - 1.0, t.reference)
                 return "reject", value / ref - 1.0
+            if settling:
+                return None
         if len(t.readings) < max(t.wanted, self.s.evaluate_intervals):
             return None
         mean = sum(t.readings) / len(t.readings)

@@ -411,8 +411,9 @@ class Tuner:
                     self._event("keep", why, gain=gain)
                 else:
                     if g.last_aborted:
-                        why = (f"the change measured {gain:+.1%} in one interval (aborted below "
-                               f"-{self.s.guard.abort_fraction:.0%})")
+                        settling = " while it settled" if g.last_abort_settling else ""
+                        why = (f"the change measured {gain:+.1%} in one interval{settling} (aborted below "
+                               f"-{g.last_abort_floor:.0%})")
                     else:
                         why = f"the change measured {gain:+.1%} (needs {g.last_needed:+.1%})"
                     self._change(g.best, "revert", f"back to the best known configuration: {why}", gain=gain)

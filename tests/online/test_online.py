@@ -115,7 +115,7 @@ def test_guard_keeps_only_changes_that_pay_and_never_retries_a_loser() -> None:
     g.new_phase({"k": 1})
     g.best_level = 100.0
     g.start_trial({"k": 2}, 10, "k up", "k")
-    assert g.judge(11, 50.0) is None  # settling: not judged
+    assert g.judge(11, 85.0) is None  # settling: a dip within settle_abort_fraction is not judged
     assert g.judge(12, 101.0) is None
     assert g.judge(13, 101.0) == ("reject", pytest.approx(0.01))  # +1% < the 2% bar: noise, not gain
     assert g.best == {"k": 1} and not g.allowed("k", {"k": 2})
@@ -419,7 +419,7 @@ def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None
 
 
 @pytest.mark.parametrize("at_advice, verdict", [
-    (60.0, "measured -40.0% at interval 8 of this run and was aborted"),
+    (60.0, "measured -40.0% at interval 7 of this run and was aborted"),
     (97.0, "measured -3.0% at interval 11 of this run and was rejected")])
 def test_failed_advice_is_not_applied_again_when_its_lingering_damage_looks_like_a_new_phase(
         tmp_path: Path, at_advice: float, verdict: str) -> None:
@@ -656,6 +656,36 @@ def test_guard_aborts_a_collapse_at_once_and_asks_more_of_a_noisy_gain() -> None
     verdicts = [g.judge(20 + i, 103.0) for i in range(1, 5)]
     assert verdicts[-1] == ("keep", pytest.approx(0.03))  # the same gain, steady: kept
     assert g.last_needed == pytest.approx(0.01)
+
+
+def test_guard_aborts_a_collapse_while_the_change_settles_and_waits_out_a_smaller_dip() -> None:
+    """A settling reading is not judged (migrations in flight), except a collapse past
+    ``settle_abort_fraction``: UPM applies a placement at once, and a move that costs 30% would
+    otherwise cost a second interval before its abort."""
+    def guard(**kw):
+        g = Guard(GuardSettings(settle_intervals=1, evaluate_intervals=4, accept_margin=0.01, noise_z=0.0,
+                                abort_fraction=0.05, **kw))
+        g.new_phase({"k": 1})
+        g.best_level = 100.0
+        return g
+
+    g = guard(settle_abort_fraction=0.2)
+    g.start_trial({"k": 2}, 0, "k up", "k")
+    assert g.judge(1, 70.0) == ("reject", pytest.approx(-0.3))
+    assert g.last_aborted and g.last_abort_settling and g.last_abort_floor == 0.2 and g.trial is None
+    g.start_trial({"k": 3}, 10, "k up", "k")
+    assert g.judge(11, 88.0) is None and g.trial is not None and not g.trial.readings  # -12%: waited out
+    verdicts = [g.judge(11 + i, 103.0) for i in range(1, 5)]
+    assert verdicts[-1] == ("keep", pytest.approx(0.03))  # judged on the 4 readings after it
+    g.start_trial({"k": 4}, 20, "k up", "k")
+    assert g.judge(21, 100.0) is None
+    assert g.judge(22, 90.0) == ("reject", pytest.approx(90.0 / 103.0 - 1.0))
+    assert not g.last_abort_settling and g.last_abort_floor == 0.05
+    off = guard(settle_abort_fraction=0.0)
+    off.start_trial({"k": 2}, 0, "k up", "k")
+    assert off.judge(1, 70.0) is None and off.trial is not None
+    with pytest.raises(ConfigError, match=r"At 'guard.settle_abort_fraction': must be a number between 0 and 1"):
+        GuardSettings.from_mapping({"settle_abort_fraction": 1.5})
 
 
 def test_guard_measures_a_small_loss_longer_unless_it_is_judged_against_a_moving_line() -> None:
