@@ -232,9 +232,8 @@ class Guard:
         self.moves_per_knob: dict[str, int] = {}
         self.below = 0
         self.last_needed, self.last_aborted = settings.accept_margin, False
-        #: the loss below which the last aborted trial was aborted (abort_fraction, or
-        #: settle_abort_fraction when it was still settling)
-        self.last_abort_floor, self.last_abort_settling = settings.abort_fraction, False
+        #: whether the last aborted trial was aborted while it settled (see last_abort_floor)
+        self.last_abort_settling = False
         #: aborted trials by configuration key, kept across phases (see aborted_here)
         self.aborted: dict[str, Failed] = {}
         #: trials rejected on their full readings, likewise (see rejected_here)
@@ -270,24 +269,19 @@ class Guard:
         if t is None:
             return None
         settling = interval - t.started <= self.s.settle_intervals
-        if settling and (value is None or self.s.settle_abort_fraction <= 0):
-            return None
         if value is not None:
             ref = t.reference_at(interval)
             floor = self.s.settle_abort_fraction if settling else self.s.abort_fraction
+            if ref > 0 and floor > 0 and value < ref * (1.0 - floor):
+                self.trial = None
+                self.tabu.add(config_key(t.config))
+                self.last_needed, self.last_aborted, self.last_abort_settling = self.s.accept_margin, True, settling
+                self.aborted[config_key(t.config)] = Failed(interval, value / ref - 1.0, t.reference)
+                return "reject", value / ref - 1.0
             if not settling:
                 t.readings.append(value)
                 t.references.append(ref)
-            if ref > 0 and value < ref * (1.0 - floor) and floor > 0:
-                self.trial = None
-                self.tabu.add(config_key(t.config))
-                self.last_needed, self.last_aborted = self.s.accept_margin, True
-                self.last_abort_floor, self.last_abort_settling = floor, settling
-                self.aborted[config_key(t.config)] = Failed(interval, value / ref - 1.0, t.reference)
-                return "reject", value / ref - 1.0
-            if settling:
-                return None
-        if len(t.readings) < max(t.wanted, self.s.evaluate_intervals):
+        if settling or len(t.readings) < max(t.wanted, self.s.evaluate_intervals):
             return None
         mean = sum(t.readings) / len(t.readings)
         ref = sum(t.references) / len(t.references)
@@ -310,6 +304,11 @@ class Guard:
         self.tabu.add(config_key(t.config))
         self.rejected[config_key(t.config)] = Failed(interval, gain, t.reference)
         return "reject", gain
+
+    @property
+    def last_abort_floor(self) -> float:
+        """The loss below which the last aborted trial was aborted."""
+        return self.s.settle_abort_fraction if self.last_abort_settling else self.s.abort_fraction
 
     def margin(self, readings: list[float]) -> float:
         """The gain a trial needs: ``accept_margin``, or more when its readings are noisy."""
