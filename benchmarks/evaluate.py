@@ -144,8 +144,11 @@ def main() -> None:
     ap.add_argument("--seeds", default="0")
     ap.add_argument("--duration", type=float, default=1800.0)
     ap.add_argument("--interval", type=float, default=10.0)
-    ap.add_argument("--budget", type=int, default=16, help="Sobol configurations per workload, suite sweep")
+    ap.add_argument("--budget", type=int, default=16, help="configurations per workload, suite sweep")
     ap.add_argument("--trial-duration", type=float, default=180.0)
+    ap.add_argument("--strategy", default="sobol", choices=("sobol", "tpe"),
+                    help="how the suite sweep picks each workload's configurations (tpe: a Sobol start, "
+                         "then rounds that gather where the workload gains)")
     ap.add_argument("--screen", action="store_true",
                     help="also a one-knob-at-a-time study of every workload in the suite sweep")
     ap.add_argument("--oracle-knobs", type=int, default=3, help="full factorial over this many top knobs")
@@ -192,9 +195,9 @@ def main() -> None:
                      + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
                      + " (run those with the grid, or leave out --oracle-from)")
     for b in backends:
-        url = f"sqlite:///{a.cache_dir / suite_database_name(b, a.budget, a.trial_duration, a.screen)}"
+        url = f"sqlite:///{a.cache_dir / suite_database_name(b, a.budget, a.trial_duration, a.screen, a.strategy)}"
         build_suite_database(b, url, budget=a.budget, duration=a.trial_duration, workers=max(1, a.workers),
-                             screen=a.screen)
+                             screen=a.screen, strategy=a.strategy)
         tables[b] = suite_table(url, b)
         if prior is None:
             grids[b] = ev.oracle_grid(b, ev.ranked_knobs(tables[b], b), a.oracle_knobs,

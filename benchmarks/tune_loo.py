@@ -59,9 +59,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="autonuma,tpp,colloid,upm")
     ap.add_argument("--workloads", default=None, help="comma-separated (default: every built-in workload)")
-    ap.add_argument("--budget", type=int, default=16, help="Sobol configurations per workload in the sweep")
+    ap.add_argument("--budget", type=int, default=16, help="configurations per workload in the sweep")
     ap.add_argument("--trial-duration", type=float, default=180.0, help="simulated seconds per sweep trial")
     ap.add_argument("--duration", type=float, default=1800.0, help="simulated seconds of each tuning run")
+    ap.add_argument("--strategy", default="sobol", choices=("sobol", "tpe"),
+                    help="how the suite sweep picks each workload's configurations (tpe: a Sobol start, "
+                         "then rounds that gather where the workload gains)")
     ap.add_argument("--screen", action="store_true",
                     help="also a one-knob-at-a-time study of every workload in the suite sweep")
     ap.add_argument("--agent", default="shipped",
@@ -86,9 +89,11 @@ def main() -> None:
           f"{'reverts':>9}  agent")
     t_all = time.perf_counter()
     for backend in args.backends.split(","):
-        url = f"sqlite:///{db_dir / suite_database_name(backend, args.budget, args.trial_duration, args.screen)}"
+        url = f"sqlite:///{db_dir / suite_database_name(backend, args.budget, args.trial_duration, args.screen,
+                                                     args.strategy)}"
         t0 = time.perf_counter()
-        build_suite_database(backend, url, budget=args.budget, duration=args.trial_duration, screen=args.screen)
+        build_suite_database(backend, url, budget=args.budget, duration=args.trial_duration, screen=args.screen,
+                             strategy=args.strategy)
         table = suite_table(url, backend)
         sweep_s = time.perf_counter() - t0
         path = shipped_agent_path(backend) if args.agent == "shipped" else Path(args.agent)

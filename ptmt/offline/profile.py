@@ -37,7 +37,8 @@ from ptmt.db.storage import Storage, worker_id
 from ptmt.errors import PtmtError
 from ptmt.host import Host, default_state_dir, pid_alive
 from ptmt.journal import Journal
-from ptmt.offline.sampling import STRATEGIES, plan_configurations
+from ptmt.db.errors import StudyPlanMismatch
+from ptmt.offline.sampling import ADAPTIVE, STRATEGIES, TPE_ROUND, Sampler, plan_configurations
 from ptmt.offline.trial import (
     Hooks,
     HostInRunSession,
@@ -161,6 +162,8 @@ class Prepared:
     skipped: dict[str, str]
     duration: float | None
     interval: float
+    #: trials an adaptive study (``--strategy tpe``) grows to, round by round; 0: planned at once
+    adaptive_total: int = 0
 
 
 def probe_knobs(catalog: Catalog, host: Host, catalog_dirs: tuple[str, ...]) -> tuple[list[str], dict[str, str]]:
@@ -251,8 +254,9 @@ def prepare(opts: ProfileOptions, db: Storage) -> Prepared:
         study, _ = db.study(backend_row, workload_row, study_host, **study_args)  # type: ignore[arg-type]
         configs = plan_configurations(catalog, opts.strategy, budget, opts.seed, knobs)
         db.plan_trials(study, [(c, rep) for rep in range(opts.repeat) for c in configs])
+    adaptive_total = int(budget or 0) * opts.repeat if opts.strategy in ADAPTIVE else 0
     return Prepared(opts, platform, study.id, host_row.id, unit or "", direction, knobs, skipped,
-                    duration, interval)
+                    duration, interval, adaptive_total)
 
 
 # ---- running trials ----------------------------------------------------------------------------------
@@ -317,6 +321,12 @@ def work(p: Prepared, db: Storage, stop: StopFlag, on_trial: Callable[[Outcome],
             if p.opts.worker:
                 db.requeue(p.study_id, statuses=(), stale_after_s=p.opts.stale_after_s)
             trial = db.claim_trial(p.study_id, worker=me, host=p.host_row)
+            if trial is None and p.adaptive_total:
+                if db.progress(p.study_id)["running"]:  # this round's last trials: its results shape the next
+                    time.sleep(min(1.0, p.opts.stale_after_s / 4) if p.opts.worker else 0.05)
+                    continue
+                if plan_next_round(p, db):
+                    continue
             if trial is None:
                 if p.opts.worker and db.progress(p.study_id)["running"]:
                     time.sleep(min(1.0, p.opts.stale_after_s / 4))  # others may die: wait to take over
@@ -358,6 +368,31 @@ def work(p: Prepared, db: Storage, stop: StopFlag, on_trial: Callable[[Outcome],
         if session is not None:
             session.close()
     return ran
+
+
+def plan_next_round(p: Prepared, db: Storage) -> bool:
+    """An adaptive study whose planned trials have all settled: plan its next round from what they
+    measured (:meth:`~ptmt.offline.sampling.Sampler.suggest`). False when the study is complete or
+    the space is exhausted. The round depends only on the history and the seed, so processes that
+    plan it at once plan the same trials (the plan is idempotent)."""
+    planned = sorted(db.trials(p.study_id), key=lambda t: t.ordinal)
+    if len(planned) >= p.adaptive_total:
+        return False
+    configs = {t.configuration_id: dict(db.get_configuration(t.configuration_id).knobs) for t in planned}
+    history = [(configs[t.configuration_id], t.objective if t.status == "done" else None) for t in planned]
+    catalog = load_catalog(p.opts.backend, p.opts.catalog_dirs)
+    reps = p.opts.repeat
+    want = min(TPE_ROUND, (p.adaptive_total - len(planned)) // reps)
+    new = Sampler(catalog, p.knobs).suggest(history, want, p.opts.seed, p.direction) if want > 0 else []
+    if not new:
+        return False
+    plan = [(configs[t.configuration_id], t.repetition) for t in planned]
+    plan += [(c, r) for r in range(reps) for c in new]  # as prepare() orders them
+    try:
+        db.plan_trials(p.study_id, plan)
+    except StudyPlanMismatch:
+        log.info("study %d: another process planned this round first", p.study_id)
+    return True
 
 
 def _worker_process(p: Prepared, conn: Any) -> None:
@@ -462,7 +497,7 @@ def run_profile(opts: ProfileOptions, stop: StopFlag | None = None, console: Con
         if not opts.worker:
             recover(db, p.study_id)
         counts = db.progress(p.study_id)
-        total = sum(counts.values())
+        total = max(sum(counts.values()), p.adaptive_total)
         ran = 0
         with StudyProgress(total, _settled(counts), p, console, opts.show_progress) as bar:
             bar.set(_settled(counts), _best(db, p))

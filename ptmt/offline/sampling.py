@@ -10,6 +10,13 @@ value does. Duplicates are dropped too and more points drawn, so a budget buys d
 The same catalog, strategy, budget and seed always give the same list, in the same order: that is what
 makes a study resumable.
 
+``tpe`` is the adaptive one: a Sobol start (a third of the budget, at least 8 points with the
+defaults), then rounds of ``TPE_ROUND`` points from Optuna's tree-structured Parzen estimator fitted
+on what the study measured so far (:meth:`Sampler.suggest`). Random points on a kernel policy mostly
+lose (every knob moves at once, and one bad value spoils the rest); a database of losers teaches the
+query model nothing, while the adaptive points gather where this workload gains. Each round depends
+only on the measured history and the seed, so rerunning the command resumes the same study.
+
 ``oat`` (one knob at a time) is the screening design: every other value of each knob with the
 rest at their defaults, the far ends of every knob first. It measures each knob's own effect
 (what a sysadmin asks first, and where a single knob moved away from its default often holds most
@@ -30,8 +37,12 @@ import numpy as np
 from ptmt.catalog import Catalog, Knob, Rule, Value
 from ptmt.errors import PtmtError
 
-Strategy = Literal["grid", "random", "sobol", "lhs", "oat"]
-STRATEGIES: tuple[Strategy, ...] = ("grid", "random", "sobol", "lhs", "oat")
+Strategy = Literal["grid", "random", "sobol", "lhs", "oat", "tpe"]
+STRATEGIES: tuple[Strategy, ...] = ("grid", "random", "sobol", "lhs", "oat", "tpe")
+#: Strategies whose later points depend on the measured earlier ones (planned in rounds).
+ADAPTIVE: tuple[Strategy, ...] = ("tpe",)
+#: Points a ``tpe`` study adds per round once every earlier trial has settled.
+TPE_ROUND = 4
 #: Values taken along a knob that has a range but no candidate list.
 RANGE_LEVELS = 8
 
@@ -140,7 +151,53 @@ class Sampler:
             return self.one_at_a_time(budget)
         if budget is None:
             raise PtmtError(f"--strategy {strategy} needs --budget N")
+        if strategy == "tpe":  # the Sobol start; suggest() plans the rest from what it measures
+            return self._draw("sobol", tpe_start(budget), seed)
         return self._draw(strategy, budget, seed)
+
+    def suggest(self, history: Sequence[tuple[Mapping[str, Value], float | None]], n: int, seed: int,
+                direction: str = "max") -> list[dict[str, Value]]:
+        """*n* new configurations from Optuna's TPE fitted on *history* ((configuration, objective or
+        None when the trial failed), in plan order): distinct from each other and from every
+        configuration in the history, rule-respecting. Each knob is an ordered index into its values,
+        so that TPE sees 256 < 1024 < 16384 rather than unrelated labels. Deterministic: the same
+        history and seed give the same points. Fewer than *n* when the space runs out."""
+        import optuna
+
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+        dists = {d.name: optuna.distributions.IntDistribution(0, len(d.values) - 1) for d in self.dims}
+        study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(
+            seed=seed * 1_000_003 + len(history), n_startup_trials=0, multivariate=True))
+        sign = 1.0 if direction == "max" else -1.0
+        seen: set[tuple[Value, ...]] = set()
+        by_config: dict[tuple[Value, ...], list[float]] = {}
+        for config, objective in history:
+            key = tuple(config.get(d.name) for d in self.dims)
+            seen.add(key)
+            if objective is not None and math.isfinite(objective):
+                by_config.setdefault(key, []).append(objective)
+        for key, values in by_config.items():
+            if any(v not in d.values for v, d in zip(key, self.dims, strict=True)):
+                continue  # a value outside the ladders (another strategy's range point)
+            mean = float(np.mean(values))
+            score = sign * (math.log(mean) if mean > 0 else mean)
+            params = {d.name: d.values.index(v) for v, d in zip(key, self.dims, strict=True)}
+            study.add_trial(optuna.trial.create_trial(params=params, distributions=dists, value=score))
+        out: list[dict[str, Value]] = []
+        for _ in range(50 * n):
+            if len(out) == n or len(seen) >= self.size:
+                break
+            trial = study.ask(dists)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL)  # a proposal, not a measurement
+            config = _repair({d.name: d.values[trial.params[d.name]] for d in self.dims},
+                             self._rules, self._by_name, self._defaults)
+            if config is None:
+                continue
+            key = tuple(config[d.name] for d in self.dims)
+            if key not in seen:
+                seen.add(key)
+                out.append(config)
+        return out
 
     def grid(self, budget: int | None = None) -> list[dict[str, Value]]:
         """The full factorial of the values; with a budget, the finest grid that fits it (levels are
@@ -227,15 +284,24 @@ class Sampler:
         return out
 
 
+def tpe_start(budget: int) -> int:
+    """Points of a ``tpe`` study's Sobol start, the defaults included: a third of the budget, at
+    least 8 (TPE models nothing from fewer), at most the budget."""
+    return min(budget, max(8, budget // 3))
+
+
 def plan_configurations(catalog: Catalog, strategy: str, budget: int | None, seed: int = 0,
                         knobs: Iterable[str] | None = None,
                         include_default: bool = True) -> list[dict[str, Value]]:
     """The configurations of a study: the catalog defaults first (the baseline gains are measured
-    against), then the sampler's points, *budget* in all."""
+    against), then the sampler's points, *budget* in all (for ``tpe``, its Sobol start: the rest is
+    planned round by round from the measurements, :meth:`Sampler.suggest`)."""
     sampler = Sampler(catalog, knobs)
     if not include_default:
         return sampler.sample(strategy, budget, seed)
     base = sampler.default()
+    if strategy == "tpe" and budget is not None:
+        strategy, budget = "sobol", tpe_start(budget)
     rest = sampler.sample(strategy, None if budget is None else budget + 1, seed)
     configs = [base] + [c for c in rest if c != base]
     return configs if budget is None else configs[:budget]

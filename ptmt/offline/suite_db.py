@@ -28,13 +28,15 @@ from ptmt.offline.profile import Prepared, ProfileOptions, StopFlag, prepare, wo
 SCREEN_BUDGET = 64
 
 
-def suite_database_name(backend: str, budget: int, duration: float, screen: bool = False) -> str:
+def suite_database_name(backend: str, budget: int, duration: float, screen: bool = False,
+                        strategy: str = "sobol") -> str:
     """The file name a suite database is cached under: what built it (``tpp-16-180-<sim>.db``,
-    ``tpp-16s-180-<sim>.db``), ``<sim>`` the simulator's digest, so that a database an earlier
-    simulator filled is never reused."""
+    ``tpp-16s-180-<sim>.db``, ``tpp-tpe48-180-<sim>.db``), ``<sim>`` the simulator's digest, so
+    that a database an earlier simulator filled is never reused."""
     from ptmt.sim.digest import simulator_digest
 
-    return f"{backend}-{budget}{'s' if screen else ''}-{int(duration)}-{simulator_digest()}.db"
+    kind = "" if strategy == "sobol" else strategy
+    return f"{backend}-{kind}{budget}{'s' if screen else ''}-{int(duration)}-{simulator_digest()}.db"
 
 
 def _worker(preps: list[Prepared], offset: int, url: str) -> None:
@@ -56,11 +58,13 @@ def plan_suite(backend: str, url: str, workloads: Sequence[str], *, budget: int,
 
 def build_suite_database(backend: str, url: str, workloads: Sequence[str] | None = None, *, budget: int = 16,
                          duration: float = 180.0, interval: float = 10.0, workers: int = 2, seed: int = 0,
-                         sim: dict[str, Any] | None = None, screen: bool = False) -> str:
+                         sim: dict[str, Any] | None = None, screen: bool = False,
+                         strategy: str = "sobol") -> str:
     """Sweep *workloads* (default: the built-in suite) into the database at *url*; returns *url*.
 
-    *budget* Sobol configurations per workload; with *screen*, also a one-knob-at-a-time study of
-    every workload (``--strategy oat``: each knob alone at each of its values).
+    *budget* configurations per workload, drawn by *strategy* (``sobol``; ``tpe``: a Sobol start,
+    then rounds that gather where each workload gains); with *screen*, also a one-knob-at-a-time
+    study of every workload (``--strategy oat``: each knob alone at each of its values).
 
     Worker processes claim trials study after study, as ``ptmt profile --workers`` does, so both
     cores stay busy across workload boundaries. Interrupted or partial sweeps resume.
@@ -68,7 +72,8 @@ def build_suite_database(backend: str, url: str, workloads: Sequence[str] | None
     from ptmt.sim.specs import builtin_names
 
     names = list(workloads) if workloads is not None else builtin_names("workloads")
-    preps = plan_suite(backend, url, names, budget=budget, duration=duration, interval=interval, seed=seed, sim=sim)
+    preps = plan_suite(backend, url, names, budget=budget, duration=duration, interval=interval, seed=seed, sim=sim,
+                       strategy=strategy)
     if screen:
         preps += plan_suite(backend, url, names, budget=SCREEN_BUDGET, duration=duration, interval=interval,
                             seed=seed, sim=sim, strategy="oat")

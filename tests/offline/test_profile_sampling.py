@@ -6,7 +6,7 @@ import pytest
 
 from ptmt.catalog import load_catalog
 from ptmt.errors import PtmtError
-from ptmt.offline.sampling import STRATEGIES, Sampler, knob_values, plan_configurations
+from ptmt.offline.sampling import STRATEGIES, Sampler, knob_values, plan_configurations, tpe_start
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,8 @@ def test_small_space_gives_what_exists(tpp):
 def test_plan_starts_with_defaults(tpp):
     for strategy in STRATEGIES:
         plan = plan_configurations(tpp, strategy, 10, seed=2)
-        assert len(plan) == 10 if strategy != "grid" else 1 < len(plan) <= 10  # a grid fits the budget
+        # a grid fits the budget; tpe plans its Sobol start (8), the rest round by round
+        assert {"grid": 1 < len(plan) <= 10, "tpe": len(plan) == 8}.get(strategy, len(plan) == 10)
         assert plan[0] == tpp.defaults()
         assert tpp.defaults() not in plan[1:]
 
@@ -111,9 +112,62 @@ def test_ranges_without_candidates_are_log_spaced():
 
 
 def test_bad_requests(tpp):
-    with pytest.raises(PtmtError, match="--strategy must be one of grid, random, sobol, lhs, oat"):
+    with pytest.raises(PtmtError, match="--strategy must be one of grid, random, sobol, lhs, oat, tpe"):
         Sampler(tpp).sample("halton", 4)
     with pytest.raises(PtmtError, match="--budget must be at least 1"):
         Sampler(tpp).sample("sobol", 0)
     with pytest.raises(PtmtError, match="no tunable knob"):
         Sampler(tpp, knobs=[])
+
+
+def _peaked(config):
+    """A synthetic objective with one good region (tpp's gups-like corner): every rung away costs."""
+    target = {"numa_balancing_promote_rate_limit_MBps": 256, "scan_size_mb": 1024, "demote_scale_factor": 50,
+              "watermark_scale_factor": 10}
+    cost = 0.0
+    for name, want in target.items():
+        values = sorted(load_catalog("tpp").knobs[name].candidates)
+        cost += abs(values.index(config[name]) - values.index(want))
+    return 100.0 * 0.9 ** cost
+
+
+def test_tpe_starts_with_sobol_then_gathers_where_the_objective_is_good(tpp):
+    sampler = Sampler(tpp)
+    start = plan_configurations(tpp, "tpe", 48, seed=2)
+    assert len(start) == tpe_start(48) == 16 and tpe_start(12) == 8 and tpe_start(5) == 5
+    assert start == plan_configurations(tpp, "sobol", 16, seed=2)  # the same start as a Sobol study
+    history = [(c, _peaked(c)) for c in start]
+    rounds = []
+    for _ in range(8):
+        new = sampler.suggest(history, 4, seed=2)
+        assert len(new) == 4
+        keys = {tuple(sorted(c.items())) for c, _ in history}
+        assert not keys & {tuple(sorted(c.items())) for c in new}  # never a configuration already planned
+        assert len({tuple(sorted(c.items())) for c in new}) == 4
+        for c in new:
+            assert all(c[k] in tpp.knobs[k].candidates for k in c) and sampler.valid(c)
+        assert new == sampler.suggest(history, 4, seed=2)  # same history and seed, same round
+        rounds.append(new)
+        history += [(c, _peaked(c)) for c in new]
+    late = [_peaked(c) for r in rounds[-4:] for c in r]
+    sobol = [_peaked(c) for c in start[1:]]
+    randoms = [_peaked(c) for c in sampler.sample("random", 16, seed=9)]
+    assert sum(late) / len(late) > 1.3 * max(sum(sobol) / len(sobol), sum(randoms) / len(randoms))
+    assert max(late) > max(sobol)
+    # minimising the negated objective finds the same region
+    low = [(c, -_peaked(c)) for c in start]
+    for _ in range(6):
+        low += [(c, -_peaked(c)) for c in sampler.suggest(low, 4, seed=2, direction="min")]
+    assert sum(-v for _, v in low[-8:]) / 8 > 1.3 * sum(sobol) / len(sobol)
+
+
+def test_tpe_takes_failed_trials_and_stops_when_the_space_is_spent(tpp):
+    two = ["watermark_scale_factor", "demote_scale_factor"]
+    sampler = Sampler(tpp, knobs=two)
+    history = [(c, None) for c in plan_configurations(tpp, "tpe", sampler.size, knobs=two)]
+    while True:
+        new = sampler.suggest(history, 4, seed=0)
+        if not new:
+            break
+        history += [(c, None) for c in new]
+    assert len({tuple(sorted(c.items())) for c, _ in history}) == len(history) == sampler.size == 6 * 5

@@ -61,6 +61,31 @@ def test_a_one_knob_at_a_time_screen_measures_every_point_without_a_budget(tmp_p
     assert summary["trials"]["done"] == len(frame) == 1 + (6 - 1) + (4 - 1) + (5 - 1)  # upm's 12 points
 
 
+def test_a_tpe_study_plans_round_by_round_the_same_with_any_number_of_workers(tmp_path):
+    from ptmt.catalog import load_catalog
+    from ptmt.offline.sampling import plan_configurations
+
+    def plan(db):
+        with open_storage(db) as store:
+            trials = sorted(store.trials(1), key=lambda t: t.ordinal)
+            return [(dict(store.get_configuration(t.configuration_id).knobs), t.repetition, t.status) for t in trials]
+
+    base = dict(backend="tpp", workload="gups", platform="sim", strategy="tpe", budget=10, repeat=2, duration=3,
+                interval=1, seed=4, show_progress=False)
+    one = f"sqlite:///{tmp_path / 'one.db'}"
+    summary = run_profile(ProfileOptions(**base, db=one))
+    assert summary.ran == 20 and summary.counts["done"] == 20
+    serial = plan(one)
+    start = plan_configurations(load_catalog("tpp"), "sobol", 8, seed=4)  # 8: the start of a budget of 10
+    assert [(c, rep) for c, rep, _ in serial[:16]] == [(c, rep) for rep in (0, 1) for c in start]
+    later = [c for c, _, _ in serial[16:]]
+    assert later[:2] == later[2:] and all(c not in start for c in later)  # a round of 4 cut to the budget
+    two = f"sqlite:///{tmp_path / 'two.db'}"
+    assert run_profile(ProfileOptions(**base, db=two, workers=2)).ran == 20
+    assert plan(two) == serial  # a round depends on the history and the seed, not on who ran it
+    assert run_profile(ProfileOptions(**base, db=one)).ran == 0  # complete: resuming plans nothing more
+
+
 def test_two_workers_split_a_sim_study(tmp_path):
     db = f"sqlite:///{tmp_path / 'p.db'}"
     opts = ProfileOptions(backend="autonuma", workload="silo-ycsb", platform="sim", budget=12, repeat=2,

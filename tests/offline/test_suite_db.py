@@ -53,6 +53,7 @@ def test_a_screened_suite_adds_one_knob_at_a_time_studies(tmp_path: Path) -> Non
     sim = simulator_digest()
     assert suite_database_name("upm", 3, 20.0, screen=True) == f"upm-3s-20-{sim}.db"
     assert suite_database_name("upm", 3, 20.0) == f"upm-3-20-{sim}.db"
+    assert suite_database_name("upm", 48, 20.0, strategy="tpe") == f"upm-tpe48-20-{sim}.db"
     url = build_suite_database("upm", f"sqlite:///{tmp_path / 'screen.db'}", ["gups"], budget=3, duration=20,
                                interval=10, workers=1, screen=True)
     table = suite_table(url, "upm")
