@@ -89,8 +89,8 @@ def main() -> None:
           f"{'reverts':>9}  agent")
     t_all = time.perf_counter()
     for backend in args.backends.split(","):
-        url = f"sqlite:///{db_dir / suite_database_name(backend, args.budget, args.trial_duration, args.screen,
-                                                     args.strategy)}"
+        name = suite_database_name(backend, args.budget, args.trial_duration, args.screen, args.strategy)
+        url = f"sqlite:///{db_dir / name}"
         t0 = time.perf_counter()
         build_suite_database(backend, url, budget=args.budget, duration=args.trial_duration, screen=args.screen,
                              strategy=args.strategy)
