@@ -1,7 +1,7 @@
 """Online tuning with leave-one-workload-out advice, every backend x every built-in workload.
 
-    python benchmarks/tune_loo.py [--backends autonuma,tpp] [--workloads gups,btree] [--budget 16]
-                                  [--trial-duration 180] [--duration 1800] [--screen] [--seed 0]
+    python benchmarks/tune_loo.py [--backends autonuma,tpp] [--workloads gups,btree] [--strategy tpe|sobol]
+                                  [--budget 48] [--trial-duration 180] [--duration 1800] [--screen] [--seed 0]
                                   [--agent shipped|none|FILE] [--db-dir DIR] [--clear 0.02]
                                   [--guard KEY=VALUE ...]
 
@@ -59,10 +59,10 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backends", default="autonuma,tpp,colloid,upm")
     ap.add_argument("--workloads", default=None, help="comma-separated (default: every built-in workload)")
-    ap.add_argument("--budget", type=int, default=16, help="configurations per workload in the sweep")
+    ap.add_argument("--budget", type=int, default=48, help="configurations per workload in the sweep")
     ap.add_argument("--trial-duration", type=float, default=180.0, help="simulated seconds per sweep trial")
     ap.add_argument("--duration", type=float, default=1800.0, help="simulated seconds of each tuning run")
-    ap.add_argument("--strategy", default="sobol", choices=("sobol", "tpe"),
+    ap.add_argument("--strategy", default="tpe", choices=("sobol", "tpe"),
                     help="how the suite sweep picks each workload's configurations (tpe: a Sobol start, "
                          "then rounds that gather where the workload gains)")
     ap.add_argument("--screen", action="store_true",
