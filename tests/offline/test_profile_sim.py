@@ -63,12 +63,13 @@ def test_a_one_knob_at_a_time_screen_measures_every_point_without_a_budget(tmp_p
 
 def test_a_tpe_study_plans_round_by_round_the_same_with_any_number_of_workers(tmp_path):
     from ptmt.catalog import load_catalog
-    from ptmt.offline.sampling import plan_configurations
+    from ptmt.offline.sampling import Sampler, plan_configurations
 
     def plan(db):
         with open_storage(db) as store:
             trials = sorted(store.trials(1), key=lambda t: t.ordinal)
-            return [(dict(store.get_configuration(t.configuration_id).knobs), t.repetition, t.status) for t in trials]
+            return [(dict(store.get_configuration(t.configuration_id).knobs), t.repetition, t.objective)
+                    for t in trials]
 
     base = dict(backend="tpp", workload="gups", platform="sim", strategy="tpe", budget=10, repeat=2, duration=3,
                 interval=1, seed=4, show_progress=False)
@@ -80,6 +81,11 @@ def test_a_tpe_study_plans_round_by_round_the_same_with_any_number_of_workers(tm
     assert [(c, rep) for c, rep, _ in serial[:16]] == [(c, rep) for rep in (0, 1) for c in start]
     later = [c for c, _, _ in serial[16:]]
     assert later[:2] == later[2:] and all(c not in start for c in later)  # a round of 4 cut to the budget
+    # the round is TPE's answer to what the start measured (both repetitions), not a blind draw
+    history = [(c, objective) for c, _, objective in serial[:16]]
+    assert all(objective > 0 for _, objective in history)
+    assert Sampler(load_catalog("tpp")).suggest(history, 2, seed=4) == later[:2]
+    assert Sampler(load_catalog("tpp")).suggest([(c, None) for c, _ in history], 2, seed=4) != later[:2]
     two = f"sqlite:///{tmp_path / 'two.db'}"
     assert run_profile(ProfileOptions(**base, db=two, workers=2)).ran == 20
     assert plan(two) == serial  # a round depends on the history and the seed, not on who ran it
