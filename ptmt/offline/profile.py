@@ -6,6 +6,8 @@ finds the same study and continues it: finished trials are never repeated, inter
 a process that died run again. Trials are always *claimed* from the database, one at a time, whether by
 one process, by ``--workers K`` local processes (simulated machine) or by ``--worker`` processes on many
 machines sharing PostgreSQL (row locks with SKIP LOCKED), so the three modes are one code path.
+An adaptive study (``--strategy tpe``) grows in rounds: whichever process finds nothing left to claim
+and nothing running plans the next round from the measured trials, the same round in any process.
 
 Stopping is cooperative: SIGINT/SIGTERM set a flag that sessions check between intervals, which keeps
 every database write whole; the running trial is marked interrupted and its knobs restored.
@@ -33,11 +35,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ptmt.backends.registry import open_backend
 from ptmt.catalog import Catalog, load_catalog
 from ptmt.db import open_storage
+from ptmt.db.errors import StudyPlanMismatch
 from ptmt.db.storage import Storage, worker_id
 from ptmt.errors import PtmtError
 from ptmt.host import Host, default_state_dir, pid_alive
 from ptmt.journal import Journal
-from ptmt.db.errors import StudyPlanMismatch
 from ptmt.offline.sampling import ADAPTIVE, STRATEGIES, TPE_ROUND, Sampler, plan_configurations
 from ptmt.offline.trial import (
     Hooks,
