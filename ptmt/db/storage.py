@@ -307,7 +307,9 @@ class Storage:
         """Record the study's plan: item *i* (knobs, or ``(knobs, repetition)``) becomes the
         pending trial with ordinal *i*. Idempotent: trials already planned are kept as they are
         (whatever their status); a different configuration at an existing ordinal raises
-        :class:`~ptmt.db.errors.StudyPlanMismatch`. Returns the trial ids in plan order."""
+        :class:`~ptmt.db.errors.StudyPlanMismatch`. Two processes planning the same new ordinals
+        at once (an adaptive study's next round) agree: the second insert fails on the unique
+        ordinal and is checked against the first's instead. Returns the trial ids in plan order."""
         sid = _id(study)
         items: list[tuple[dict[str, Any], int]] = []
         for item in plan:
@@ -319,25 +321,34 @@ class Storage:
             if h not in config_ids:
                 config_ids[h] = self.configuration(knobs).id
         with self._session() as s:
-            existing = {o: (c, r, i) for o, c, r, i in s.execute(
-                select(Trial.ordinal, Trial.configuration_id, Trial.repetition, Trial.id)
-                .where(Trial.study_id == sid))}
-            new_rows = []
-            for ordinal, (h, (_, rep)) in enumerate(zip(hashes, items, strict=True)):
-                cid = config_ids[h]
-                if ordinal in existing:
-                    if existing[ordinal][:2] != (cid, rep):
-                        raise StudyPlanMismatch(
-                            f"study {sid}: trial #{ordinal} was planned with configuration "
-                            f"{existing[ordinal][0]} repetition {existing[ordinal][1]}, now "
-                            f"{cid} repetition {rep}; the sampler or its seed changed")
-                    continue
-                new_rows.append({"study_id": sid, "ordinal": ordinal, "configuration_id": cid,
-                                 "repetition": rep, "status": TrialStatus.PENDING.value,
-                                 "attempts": 0, "created_at": utcnow()})
-            if new_rows:
-                s.execute(insert(Trial), new_rows)
-            s.commit()
+            for attempt in range(2):
+                existing = {o: (c, r, i) for o, c, r, i in s.execute(
+                    select(Trial.ordinal, Trial.configuration_id, Trial.repetition, Trial.id)
+                    .where(Trial.study_id == sid))}
+                new_rows = []
+                for ordinal, (h, (_, rep)) in enumerate(zip(hashes, items, strict=True)):
+                    cid = config_ids[h]
+                    if ordinal in existing:
+                        if existing[ordinal][:2] != (cid, rep):
+                            raise StudyPlanMismatch(
+                                f"study {sid}: trial #{ordinal} was planned with configuration "
+                                f"{existing[ordinal][0]} repetition {existing[ordinal][1]}, now "
+                                f"{cid} repetition {rep}; the sampler or its seed changed")
+                        continue
+                    new_rows.append({"study_id": sid, "ordinal": ordinal, "configuration_id": cid,
+                                     "repetition": rep, "status": TrialStatus.PENDING.value,
+                                     "attempts": 0, "created_at": utcnow()})
+                try:
+                    if new_rows:
+                        s.execute(insert(Trial), new_rows)
+                    s.commit()
+                    break
+                except IntegrityError:
+                    # another process planned the same ordinals at this very moment (an adaptive
+                    # study's next round): check the plan against theirs instead
+                    s.rollback()
+                    if attempt:
+                        raise
             ids = {o: i for o, i in s.execute(select(Trial.ordinal, Trial.id)
                                               .where(Trial.study_id == sid))}
         return [ids[o] for o in range(len(items))]

@@ -110,6 +110,35 @@ def test_plan_is_idempotent_and_checked(store: Storage) -> None:
         store.plan_trials(study, [({"x": 9}, 0)])
 
 
+def test_two_processes_planning_the_same_round_at_once_agree(store: Storage, db_url: str) -> None:
+    """An adaptive study's next round is planned by whichever worker finds nothing left to run; two
+    may plan it in the same instant. The one whose insert comes second checks against the other's."""
+    from sqlalchemy import event
+    from sqlalchemy.orm import Session
+
+    *_, study, _ = _setup(store)
+    store.plan_trials(study, [{"x": 1}])
+    plan = [({"x": 1}, 0), ({"x": 2}, 0), ({"x": 3}, 0)]
+    other = open_storage(db_url, create=False)
+    raced: list[list[int]] = []
+    started: list[bool] = []
+
+    def the_other_inserts_first(state) -> None:
+        if state.is_insert and not started:
+            started.append(True)
+            raced.append(other.plan_trials(study.id, plan))  # after our read, before our insert
+
+    event.listen(Session, "do_orm_execute", the_other_inserts_first)
+    try:
+        ids = store.plan_trials(study, plan)
+    finally:
+        event.remove(Session, "do_orm_execute", the_other_inserts_first)
+        other.close()
+    assert raced and ids == raced[0] and len(store.trials(study)) == 3
+    with pytest.raises(StudyPlanMismatch, match="seed changed"):  # a different round is still refused
+        store.plan_trials(study, plan[:2] + [({"x": 9}, 0)])
+
+
 def test_trial_lifecycle(store: Storage) -> None:
     host, *_, study, _ = _setup(store)
     store.plan_trials(study, [{"x": i} for i in range(4)])
