@@ -323,15 +323,13 @@ def work(p: Prepared, db: Storage, stop: StopFlag, on_trial: Callable[[Outcome],
             if p.opts.worker:
                 db.requeue(p.study_id, statuses=(), stale_after_s=p.opts.stale_after_s)
             trial = db.claim_trial(p.study_id, worker=me, host=p.host_row)
-            if trial is None and p.adaptive_total:
-                if db.progress(p.study_id)["running"]:  # this round's last trials: its results shape the next
+            if trial is None:
+                # a fleet worker waits to take over from others that may die; an adaptive study
+                # waits for its round's last trials, whose results shape the next round
+                if (p.opts.worker or p.adaptive_total) and db.progress(p.study_id)["running"]:
                     time.sleep(min(1.0, p.opts.stale_after_s / 4) if p.opts.worker else 0.05)
                     continue
-                if plan_next_round(p, db):
-                    continue
-            if trial is None:
-                if p.opts.worker and db.progress(p.study_id)["running"]:
-                    time.sleep(min(1.0, p.opts.stale_after_s / 4))  # others may die: wait to take over
+                if p.adaptive_total and plan_next_round(p, db):
                     continue
                 break
             beat.trial, beat._last = trial.id, time.monotonic()

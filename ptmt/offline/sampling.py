@@ -298,12 +298,12 @@ def plan_configurations(catalog: Catalog, strategy: str, budget: int | None, see
     """The configurations of a study: the catalog defaults first (the baseline gains are measured
     against), then the sampler's points, *budget* in all (for ``tpe``, its Sobol start: the rest is
     planned round by round from the measurements, :meth:`Sampler.suggest`)."""
+    if strategy == "tpe" and budget is not None:
+        strategy, budget = "sobol", tpe_start(budget)
     sampler = Sampler(catalog, knobs)
     if not include_default:
         return sampler.sample(strategy, budget, seed)
     base = sampler.default()
-    if strategy == "tpe" and budget is not None:
-        strategy, budget = "sobol", tpe_start(budget)
     rest = sampler.sample(strategy, None if budget is None else budget + 1, seed)
     configs = [base] + [c for c in rest if c != base]
     return configs if budget is None else configs[:budget]
