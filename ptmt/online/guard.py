@@ -62,6 +62,9 @@ class GuardSettings:
     model_confidence: float = 0.25
     #: and when the gain it expects is at least this
     model_min_gain: float = 0.01
+    #: advice below ``model_confidence`` is still tried once when its confidence times its expected
+    #: gain reaches this: a large promise from a loose match is worth one judged trial (0 = never)
+    model_weighted_gain: float = 0.01
     #: intervals measured under the starting configuration before the first decision
     warmup_intervals: int = 6
     #: the first warm-up readings left out of the baseline (a workload or a tiering policy that

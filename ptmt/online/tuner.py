@@ -503,10 +503,16 @@ class Tuner:
                 why += "; the workload is an outlier by its fingerprint, matched by its response"
         # an outlier's fingerprint is close to no cluster, so its confidence is 0; refined, the promise
         # stands on the database workloads that answered the kept advice as this one did
-        confident = advice.confidence >= self.s.guard.model_confidence or (refine and advice.outlier)
-        if not confident or advice.expected_gain < self.s.guard.model_min_gain:
-            self._event("model", f"advice not applied: {why} is below the bar (confidence "
-                        f"{self.s.guard.model_confidence}, gain {self.s.guard.model_min_gain:+.0%})")
+        gs = self.s.guard
+        confident = advice.confidence >= gs.model_confidence or (refine and advice.outlier)
+        weighted = advice.confidence * advice.expected_gain
+        if not confident and not advice.outlier and gs.model_weighted_gain > 0 and weighted >= gs.model_weighted_gain:
+            confident = True
+            why += (f"; below the confidence bar ({gs.model_confidence}), but {advice.expected_gain:+.0%} at "
+                    f"confidence {advice.confidence:.2f} weighs {weighted:+.1%}, worth one judged trial")
+        if not confident or advice.expected_gain < gs.model_min_gain:
+            self._event("model", f"advice not applied: {why} is below the bar (confidence {gs.model_confidence} "
+                        f"or confidence x gain {gs.model_weighted_gain:+.0%}; gain {gs.model_min_gain:+.0%})")
             return False
         if cfg == self.config:
             self._event("model", f"already at the advised configuration: {why}")

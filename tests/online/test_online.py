@@ -254,6 +254,47 @@ def test_an_outlier_tries_the_databases_best_configuration_across_workloads(tmp_
     assert all("best configuration across" not in e.reason for e in off.events)
 
 
+def test_a_large_promise_from_a_loose_match_is_worth_one_judged_trial(tmp_path: Path) -> None:
+    """Advice below ``model_confidence`` is tried when confidence x expected gain reaches
+    ``model_weighted_gain`` (upm gapbs-bfs: +17% at confidence 0.18 from its neighbour gapbs-pr); a
+    small promise at that confidence, or the rule off, leaves the defaults and says why."""
+    from types import SimpleNamespace
+
+    rate = load_catalog("autonuma").knobs["numa_balancing_promote_rate_limit_MBps"]
+
+    def loose(gain: float):
+        class Loose:
+            def query(self, fp, exclude=(), **measured):
+                if exclude:
+                    raise NothingLeft("the one configuration is excluded")
+                return SimpleNamespace(configuration={rate.name: 256}, expected_gain=gain, confidence=0.18,
+                                       cluster=0, workloads={"gapbs-pr": 1.0}, outlier=False, distance=0.42,
+                                       threshold=0.51, as_dict=dict)
+        return Loose()
+
+    def tune(where: str, gain: float, weighted: float):
+        return _tune_by_rate(tmp_path / where, {"256": 118.0}, loose(gain),
+                             GuardSettings(exploration_budget=0, noise_z=0.0, model_weighted_gain=weighted))
+
+    tried = tune("tried", 0.17, 0.01)
+    applied = [e for e in tried.events if e.kind == "model" and e.knob == rate.name]
+    assert applied[0].reason == ("model suggests +17% for cluster 0 (confidence 0.18; like gapbs-pr 100%); below "
+                                 "the confidence bar (0.25), but +17% at confidence 0.18 weighs +3.1%, worth one "
+                                 "judged trial")
+    assert next(e for e in tried.events if e.kind == "keep").reason.startswith("kept model advice: +18.0%")
+    assert tried.final_config[rate.name] == 256
+
+    small = tune("small", 0.03, 0.01)  # 0.18 x 3% = 0.5%
+    assert small.changes == 0 and small.final_config[rate.name] == rate.default
+    assert [e.reason for e in small.events if e.kind == "model"] == [
+        "advice not applied: model suggests +3% for cluster 0 (confidence 0.18; like gapbs-pr 100%) is below the "
+        "bar (confidence 0.25 or confidence x gain +1%; gain +1%)"]
+    off = tune("off", 0.17, 0.0)
+    assert off.changes == 0 and off.final_config[rate.name] == rate.default
+    with pytest.raises(ConfigError, match=r"At 'guard.model_weighted_gain'"):
+        GuardSettings.from_mapping({"model_weighted_gain": -0.5})
+
+
 def test_an_outliers_kept_generalist_is_refined_by_its_measured_response(tmp_path: Path) -> None:
     """An outlier's fingerprint matches no cluster (confidence 0), but once the generalist is kept
     the database is asked with that measurement; when the workloads that answered it the same way
