@@ -62,7 +62,7 @@ class GuardSettings:
     model_confidence: float = 0.25
     #: and when the gain it expects is at least this
     model_min_gain: float = 0.01
-    #: advice below ``model_confidence`` is still tried once when its confidence times its expected
+    #: advice below ``model_confidence`` is still tried when its confidence times its expected
     #: gain reaches this: a large promise from a loose match is worth one judged trial (0 = never)
     model_weighted_gain: float = 0.01
     #: intervals measured under the starting configuration before the first decision
@@ -88,6 +88,10 @@ class GuardSettings:
     #: least this much; a small gain may be the start-up drift the warm-up baseline missed, and a
     #: phase that stops exploring on it keeps a fraction of what the workload offers
     confirm_gain: float = 0.05
+    #: kept advice below confirm_gain is held and watched this many intervals more before the phase
+    #: explores on, and confirmed if its level over them reaches confirm_gain (an effect that builds
+    #: for minutes shows only part of itself in the trial; 0 = explore on at once)
+    confirm_watch: int = 8
     #: once the budget is spent, measure the phase's starting configuration again as a trial
     #: against the best known one
     check_start: bool = True
@@ -160,7 +164,7 @@ class GuardSettings:
 
 
 #: integer settings for which 0 is meaningful (no settling, nothing discarded, no more trials)
-_MAY_BE_ZERO = ("settle_intervals", "warmup_discard", "confirmed_budget", "extend_inconclusive", "trend_t",
+_MAY_BE_ZERO = ("settle_intervals", "warmup_discard", "confirmed_budget", "confirm_watch", "extend_inconclusive", "trend_t",
                 "trend_horizon")
 
 

@@ -185,6 +185,9 @@ class Tuner:
         self._agent_tried: set[tuple[str, str]] = set()
         #: the database's advice was measured and kept this phase: exploit it (confirmed_budget)
         self._advice_confirmed = False
+        #: kept advice below confirm_gain, watched before the phase explores on: the level its trial
+        #: was judged against and the readings since (None: nothing watched)
+        self._watch: tuple[float, list[float]] | None = None
         #: the configurations advised this phase, and why to ask the database again next interval
         #: ("failed": for its next best, "kept": to refine it; within advice_tries)
         self._advice_tried: list[dict[str, Value]] = []
@@ -405,6 +408,11 @@ class Tuner:
                             g.budget = min(g.budget, self.s.guard.confirmed_budget)
                             why += (f"; the advice is confirmed: no coarse pass this phase, exploration budget "
                                     f"{g.budget}")
+                        elif self.s.guard.confirm_watch > 0 and trial.readings:
+                            level = sum(trial.readings) / len(trial.readings)
+                            self._watch = (level / (1.0 + gain), [])
+                            why += (f"; below {self.s.guard.confirm_gain:+.0%} the advice is not confirmed yet: "
+                                    f"held and watched {self.s.guard.confirm_watch} intervals more")
                         else:
                             why += (f"; below {self.s.guard.confirm_gain:+.0%} the advice is not confirmed: "
                                     f"the phase explores on, exploration budget {g.budget}")
@@ -442,7 +450,7 @@ class Tuner:
         """Baseline of the new phase, then the database's advice."""
         self._far_tried = set()
         self._agent_tried = set()
-        self._advice_confirmed = False
+        self._advice_confirmed, self._watch = False, None
         self._advice_tried, self._ask_again, self._phase_fp = [], None, fp
         self._evidence, self._level = [], 1.0
         self._phase_start, self._start_checked = dict(self.config), False
@@ -676,6 +684,31 @@ class Tuner:
         self._change(self._phase_start, "explore", "exploration budget spent: measuring the phase's starting "
                      "configuration again against the best known one")
 
+    def _watching(self, value: float | None) -> bool:
+        """Hold kept, unconfirmed advice for ``confirm_watch`` intervals; then confirm it when its
+        level over them is ``confirm_gain`` above the level its trial was judged against (autonuma
+        xsbench: +3.1% over the trial's 4 intervals, +8.7% held for the run). True while watching."""
+        assert self._watch is not None
+        reference, readings = self._watch
+        if value is not None:
+            readings.append(value)
+        if len(readings) < self.s.guard.confirm_watch:
+            return True
+        self._watch = None
+        gain = sum(readings) / len(readings) / reference - 1.0 if reference else 0.0
+        g = self.guard
+        if gain >= self.s.guard.confirm_gain:
+            self._advice_confirmed = True
+            g.budget = min(g.budget, self.s.guard.confirmed_budget)
+            self._event("measure", f"kept advice held {len(readings)} intervals more: {gain:+.1%} over the level "
+                        f"its trial was judged against; the advice is confirmed: no coarse pass this phase, "
+                        f"exploration budget {g.budget}", gain=gain)
+            return False
+        self._event("measure", f"kept advice held {len(readings)} intervals more: {gain:+.1%} over the level its "
+                    f"trial was judged against, below {self.s.guard.confirm_gain:+.0%}: the phase explores on, "
+                    f"exploration budget {g.budget}", gain=gain)
+        return False
+
     def _explore(self, sample: Sample, value: float | None, fp: np.ndarray) -> None:
         g = self.guard
         if self._ask_again:  # advice is not exploration: it spends no budget
@@ -686,7 +719,10 @@ class Tuner:
                             if self._evidence and self.s.guard.refine_gain > 0 else {})
                 advice = self._query(self._phase_fp, exclude=self._advice_tried, **measured)
                 if advice is not None and self._advise(advice, again=after == "failed", refine=after == "kept"):
+                    self._watch = None  # refined: the new advice is judged on its own
                     return
+        if self._watch is not None and self._watching(value):
+            return
         if g.budget <= 0:
             self._check_start()
             return

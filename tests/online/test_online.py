@@ -414,27 +414,33 @@ def test_warmup_trend_finds_a_moving_level_not_noise() -> None:
 
 def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None:
     """Advice that measures well cuts the phase's exploration to ``confirmed_budget`` one-rung moves
-    and skips the far ends; advice that does not pay, or pays less than ``confirm_gain``, leaves the
-    coarse pass to do its work."""
+    and skips the far ends; advice that does not pay leaves the coarse pass to do its work. Advice
+    that pays less than ``confirm_gain`` is held ``confirm_watch`` intervals more: confirmed if its
+    effect built up to ``confirm_gain`` meanwhile, else the phase explores on."""
     cat = load_catalog("autonuma")
     rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
     Advisor = _advising(rate.name, 256, like="gups")
 
-    def tune(pays: bool, confirmed: int, where: str, at_advice: float = 120.0):
+    def tune(pays: bool, confirmed: int, where: str, at_advice: float = 120.0, later: float | None = None,
+             watch: int = 8):
         host = SimHost(tmp_path / where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6,
                        persist=False)
+        under_advice = []
 
         class Objective:
             unit = "ops/s"
 
             def measure(self, host_, sample) -> float:
-                return at_advice if pays and host.fs.read(rate.path).strip() == "256" else 100.0
+                if not (pays and host.fs.read(rate.path).strip() == "256"):
+                    return 100.0
+                under_advice.append(1)  # *later* from the 8th reading on: an effect that builds
+                return later if later is not None and len(under_advice) > 7 else at_advice
 
             def describe(self) -> str:
                 return "pays at the advice" if pays else "flat"
 
         # extend_floor 0: a flat objective's trials are not measured longer (that has its own test)
-        guard = GuardSettings(confirmed_budget=confirmed, noise_z=0.0, extend_floor=0.0)
+        guard = GuardSettings(confirmed_budget=confirmed, noise_z=0.0, extend_floor=0.0, confirm_watch=watch)
         tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / where / "state"), objective=Objective(),
                       space=KnobSpace(cat), query_model=Advisor(),
                       settings=TuneSettings(interval=10, duration=500, guard=guard))
@@ -451,9 +457,27 @@ def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None
         assert result.final_config[rate.name] == 256
     small = tune(True, 2, "small", at_advice=103.0)  # kept, but +3% is below confirm_gain (+5%)
     keep = next(e for e in small.events if e.kind == "keep")
+    assert keep.reason == ("kept model advice: +3.0% over 4 intervals; below +5% the advice is not confirmed yet: "
+                           "held and watched 8 intervals more")
+    watched = next(e for e in small.events if e.kind == "measure" and "held" in e.reason)
+    assert watched.reason == ("kept advice held 8 intervals more: +3.0% over the level its trial was judged "
+                              "against, below +5%: the phase explores on, exploration budget 16")
+    first = next(e for e in small.events if e.kind == "explore")
+    assert watched.seq == keep.seq + 8 and first.seq == watched.seq and "far end" in first.reason
+    assert sum("far end" in e.reason for e in small.events if e.kind == "explore") >= 3
+    # +3% while it settles and in the trial (readings 1-5 under the advice), and in the watch's first
+    # two readings; +9% in its last six: +7.5% over the watch
+    building = tune(True, 2, "building", at_advice=103.0, later=109.0)
+    watched = next(e for e in building.events if e.kind == "measure" and "held" in e.reason)
+    assert watched.reason == ("kept advice held 8 intervals more: +7.5% over the level its trial was judged "
+                              "against; the advice is confirmed: no coarse pass this phase, exploration budget 2")
+    assert not any("far end" in e.reason for e in building.events)
+    assert len({e.n for e in building.events if e.kind == "explore"}) == 2
+    at_once = tune(True, 2, "at_once", at_advice=103.0, later=109.0, watch=0)
+    keep = next(e for e in at_once.events if e.kind == "keep")
     assert keep.reason == ("kept model advice: +3.0% over 4 intervals; below +5% the advice is not confirmed: "
                            "the phase explores on, exploration budget 16")
-    assert sum("far end" in e.reason for e in small.events if e.kind == "explore") >= 3
+    assert any("far end" in e.reason for e in at_once.events if e.kind == "explore")
     flat = tune(False, 2, "flat")
     assert any(e.kind == "revert" and e.knob == rate.name for e in flat.events)  # the advice did not pay
     assert sum("far end" in e.reason for e in flat.events if e.kind == "explore") >= 3
