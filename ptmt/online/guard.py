@@ -92,6 +92,10 @@ class GuardSettings:
     #: explores on, and confirmed if its level over them reaches confirm_gain (an effect that builds
     #: for minutes shows only part of itself in the trial; 0 = explore on at once)
     confirm_watch: int = 8
+    #: kept advice that is not confirmed still ends the phase's coarse pass (false): the far ends are
+    #: for a phase that knows nothing, and from a configuration that measured a gain they mostly
+    #: collapse (autonuma gapbs-bfs: 5 of 7 aborted at -5% to -22%); true: the far ends follow it
+    coarse_after_advice: bool = False
     #: once the budget is spent, measure the phase's starting configuration again as a trial
     #: against the best known one
     check_start: bool = True

@@ -185,6 +185,9 @@ class Tuner:
         self._agent_tried: set[tuple[str, str]] = set()
         #: the database's advice was measured and kept this phase: exploit it (confirmed_budget)
         self._advice_confirmed = False
+        #: the database's advice was kept this phase (confirmed or not): no coarse pass after it
+        #: unless guard.coarse_after_advice
+        self._advice_kept = False
         #: kept advice below confirm_gain, watched before the phase explores on: the level its trial
         #: was judged against and the readings since (None: nothing watched)
         self._watch: tuple[float, list[float]] | None = None
@@ -402,6 +405,8 @@ class Tuner:
                     if trial.what == ADVICE:
                         self._ask_again = "kept"
                     why = f"kept {trial.what}: {gain:+.1%} over {len(trial.readings)} intervals"
+                    if trial.what == ADVICE:
+                        self._advice_kept = True
                     if trial.what == ADVICE and not self._advice_confirmed:
                         if gain >= self.s.guard.confirm_gain:
                             self._advice_confirmed = True
@@ -415,7 +420,7 @@ class Tuner:
                                     f"held and watched {self.s.guard.confirm_watch} intervals more")
                         else:
                             why += (f"; below {self.s.guard.confirm_gain:+.0%} the advice is not confirmed: "
-                                    f"the phase explores on, exploration budget {g.budget}")
+                                    f"the phase explores on{self._around()}, exploration budget {g.budget}")
                     self._event("keep", why, gain=gain)
                 else:
                     if g.last_aborted:
@@ -450,7 +455,7 @@ class Tuner:
         """Baseline of the new phase, then the database's advice."""
         self._far_tried = set()
         self._agent_tried = set()
-        self._advice_confirmed, self._watch = False, None
+        self._advice_confirmed, self._advice_kept, self._watch = False, False, None
         self._advice_tried, self._ask_again, self._phase_fp = [], None, fp
         self._evidence, self._level = [], 1.0
         self._phase_start, self._start_checked = dict(self.config), False
@@ -684,6 +689,9 @@ class Tuner:
         self._change(self._phase_start, "explore", "exploration budget spent: measuring the phase's starting "
                      "configuration again against the best known one")
 
+    def _around(self) -> str:
+        return "" if self.s.guard.coarse_after_advice else " around it (no coarse pass)"
+
     def _watching(self, value: float | None) -> bool:
         """Hold kept, unconfirmed advice for ``confirm_watch`` intervals; then confirm it when its
         level over them is ``confirm_gain`` above the level its trial was judged against (autonuma
@@ -705,8 +713,8 @@ class Tuner:
                         f"exploration budget {g.budget}", gain=gain)
             return False
         self._event("measure", f"kept advice held {len(readings)} intervals more: {gain:+.1%} over the level its "
-                    f"trial was judged against, below {self.s.guard.confirm_gain:+.0%}: the phase explores on, "
-                    f"exploration budget {g.budget}", gain=gain)
+                    f"trial was judged against, below {self.s.guard.confirm_gain:+.0%}: the phase explores "
+                    f"on{self._around()}, exploration budget {g.budget}", gain=gain)
         return False
 
     def _explore(self, sample: Sample, value: float | None, fp: np.ndarray) -> None:
@@ -734,7 +742,8 @@ class Tuner:
                                       previous=self.previous, baseline=self.baseline,
                                       since_change=self.since_change, fast_nodes=self.fast_nodes, fp=fp)
             ranked = self.agent.ranked(obs, legal)
-        if self.s.coarse_search and not self._advice_confirmed:
+        coarse = not self._advice_kept or self.s.guard.coarse_after_advice
+        if self.s.coarse_search and coarse and not self._advice_confirmed:
             if ranked is not None and self._agent_first(ranked):
                 return
             if self._try_far_end():

@@ -416,13 +416,14 @@ def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None
     """Advice that measures well cuts the phase's exploration to ``confirmed_budget`` one-rung moves
     and skips the far ends; advice that does not pay leaves the coarse pass to do its work. Advice
     that pays less than ``confirm_gain`` is held ``confirm_watch`` intervals more: confirmed if its
-    effect built up to ``confirm_gain`` meanwhile, else the phase explores on."""
+    effect built up to ``confirm_gain`` meanwhile, else the phase explores on around it, without the
+    far ends unless ``coarse_after_advice``."""
     cat = load_catalog("autonuma")
     rate = cat.knobs["numa_balancing_promote_rate_limit_MBps"]
     Advisor = _advising(rate.name, 256, like="gups")
 
     def tune(pays: bool, confirmed: int, where: str, at_advice: float = 120.0, later: float | None = None,
-             watch: int = 8):
+             watch: int = 8, coarse_after: bool = False):
         host = SimHost(tmp_path / where, workload="gups", seed=1, fast_gb=4, slow_gb=8, footprint_gb=6,
                        persist=False)
         under_advice = []
@@ -440,7 +441,8 @@ def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None
                 return "pays at the advice" if pays else "flat"
 
         # extend_floor 0: a flat objective's trials are not measured longer (that has its own test)
-        guard = GuardSettings(confirmed_budget=confirmed, noise_z=0.0, extend_floor=0.0, confirm_watch=watch)
+        guard = GuardSettings(confirmed_budget=confirmed, noise_z=0.0, extend_floor=0.0, confirm_watch=watch,
+                              coarse_after_advice=coarse_after)
         tuner = Tuner(host, backend_for(cat, host), Journal(tmp_path / where / "state"), objective=Objective(),
                       space=KnobSpace(cat), query_model=Advisor(),
                       settings=TuneSettings(interval=10, duration=500, guard=guard))
@@ -461,10 +463,15 @@ def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None
                            "held and watched 8 intervals more")
     watched = next(e for e in small.events if e.kind == "measure" and "held" in e.reason)
     assert watched.reason == ("kept advice held 8 intervals more: +3.0% over the level its trial was judged "
-                              "against, below +5%: the phase explores on, exploration budget 16")
+                              "against, below +5%: the phase explores on around it (no coarse pass), "
+                              "exploration budget 16")
     first = next(e for e in small.events if e.kind == "explore")
-    assert watched.seq == keep.seq + 8 and first.seq == watched.seq and "far end" in first.reason
-    assert sum("far end" in e.reason for e in small.events if e.kind == "explore") >= 3
+    assert watched.seq == keep.seq + 8 and first.seq == watched.seq and first.reason.startswith("coordinate search")
+    assert not any("far end" in e.reason for e in small.events)
+    far = tune(True, 2, "far", at_advice=103.0, coarse_after=True)
+    watched = next(e for e in far.events if e.kind == "measure" and "held" in e.reason)
+    assert watched.reason.endswith("below +5%: the phase explores on, exploration budget 16")
+    assert sum("far end" in e.reason for e in far.events if e.kind == "explore") >= 3
     # +3% while it settles and in the trial (readings 1-5 under the advice), and in the watch's first
     # two readings; +9% in its last six: +7.5% over the watch
     building = tune(True, 2, "building", at_advice=103.0, later=109.0)
@@ -476,8 +483,8 @@ def test_confirmed_advice_is_exploited_not_explored_away(tmp_path: Path) -> None
     at_once = tune(True, 2, "at_once", at_advice=103.0, later=109.0, watch=0)
     keep = next(e for e in at_once.events if e.kind == "keep")
     assert keep.reason == ("kept model advice: +3.0% over 4 intervals; below +5% the advice is not confirmed: "
-                           "the phase explores on, exploration budget 16")
-    assert any("far end" in e.reason for e in at_once.events if e.kind == "explore")
+                           "the phase explores on around it (no coarse pass), exploration budget 16")
+    assert keep.seq + 1 == next(e for e in at_once.events if e.kind == "explore").seq
     flat = tune(False, 2, "flat")
     assert any(e.kind == "revert" and e.knob == rate.name for e in flat.events)  # the advice did not pay
     assert sum("far end" in e.reason for e in flat.events if e.kind == "explore") >= 3
