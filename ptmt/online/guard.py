@@ -168,8 +168,8 @@ class GuardSettings:
 
 
 #: integer settings for which 0 is meaningful (no settling, nothing discarded, no more trials)
-_MAY_BE_ZERO = ("settle_intervals", "warmup_discard", "confirmed_budget", "confirm_watch", "extend_inconclusive", "trend_t",
-                "trend_horizon")
+_MAY_BE_ZERO = ("settle_intervals", "warmup_discard", "confirmed_budget", "confirm_watch", "extend_inconclusive",
+                "trend_t", "trend_horizon")
 
 
 def config_key(config: Mapping[str, Value]) -> str:

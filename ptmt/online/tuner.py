@@ -407,10 +407,7 @@ class Tuner:
                     why = f"kept {trial.what}: {gain:+.1%} over {len(trial.readings)} intervals"
                     if trial.what == ADVICE and not self._advice_confirmed:
                         if gain >= self.s.guard.confirm_gain:
-                            self._advice_confirmed = True
-                            g.budget = min(g.budget, self.s.guard.confirmed_budget)
-                            why += (f"; the advice is confirmed: no coarse pass this phase, exploration budget "
-                                    f"{g.budget}")
+                            why += f"; {self._confirm_advice()}"
                         elif self.s.guard.confirm_watch > 0 and trial.readings:
                             level = sum(trial.readings) / len(trial.readings)
                             self._watch = (level / (1.0 + gain), [])
@@ -702,18 +699,21 @@ class Tuner:
             return True
         self._watch = None
         gain = sum(readings) / len(readings) / reference - 1.0 if reference else 0.0
-        g = self.guard
+        held = (f"kept advice held {len(readings)} intervals more: {gain:+.1%} over the level its trial was "
+                f"judged against")
         if gain >= self.s.guard.confirm_gain:
-            self._advice_confirmed = True
-            g.budget = min(g.budget, self.s.guard.confirmed_budget)
-            self._event("measure", f"kept advice held {len(readings)} intervals more: {gain:+.1%} over the level "
-                        f"its trial was judged against; the advice is confirmed: no coarse pass this phase, "
-                        f"exploration budget {g.budget}", gain=gain)
-            return False
-        self._event("measure", f"kept advice held {len(readings)} intervals more: {gain:+.1%} over the level its "
-                    f"trial was judged against, below {self.s.guard.confirm_gain:+.0%}: the phase explores "
-                    f"on{self._around()}, exploration budget {g.budget}", gain=gain)
+            self._event("measure", f"{held}; {self._confirm_advice()}", gain=gain)
+        else:
+            self._event("measure", f"{held}, below {self.s.guard.confirm_gain:+.0%}: the phase explores "
+                        f"on{self._around()}, exploration budget {self.guard.budget}", gain=gain)
         return False
+
+    def _confirm_advice(self) -> str:
+        """Kept advice measured ``confirm_gain``: exploit it (``confirmed_budget`` moves, no coarse
+        pass) for the rest of the phase; returns the log's words for it."""
+        self._advice_confirmed = True
+        self.guard.budget = min(self.guard.budget, self.s.guard.confirmed_budget)
+        return f"the advice is confirmed: no coarse pass this phase, exploration budget {self.guard.budget}"
 
     def _explore(self, sample: Sample, value: float | None, fp: np.ndarray) -> None:
         g = self.guard
