@@ -17,12 +17,15 @@ verdicts reproducible: a re-measured table cannot keep an old verdict.
 
 from __future__ import annotations
 
+import gzip
+import json
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
 
-from ptmt.evaluation.suite import headroom_fraction
+from ptmt.evaluation.suite import METHODS, ORACLES, headroom_fraction
 from ptmt.report.stats import compare
 
 #: the methods a tuner is compared with (the oracles are bounds, not baselines)
@@ -33,6 +36,35 @@ WORST_ALLOWED = -0.02
 
 class MergeError(ValueError):
     """Runs of several evaluations that cannot be put together (the message says which and why)."""
+
+
+class EvaluationFileError(ValueError):
+    """A file that is not an ``evaluate.py --json`` file (the message names it and says why)."""
+
+
+def write_evaluation(path: Path, payload: Mapping[str, Any]) -> None:
+    """Save an evaluation as JSON; gzip-compressed when *path* ends in ``.gz``, so the evaluation
+    behind docs/results.md can be kept in the repository and rendered again (a few hundred kB
+    per backend instead of megabytes: most of it is the per-interval series)."""
+    text = json.dumps(payload, indent=1, default=str)
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode(), mtime=0))  # mtime 0: the same runs, the same bytes
+    else:
+        path.write_text(text)
+
+
+def read_runs(path: Path) -> list[dict[str, Any]]:
+    """The runs of an ``evaluate.py --json`` file (plain or ``.gz``)."""
+    try:
+        raw = path.read_bytes()
+        if path.suffix == ".gz":
+            raw = gzip.decompress(raw)
+        runs = json.loads(raw)["runs"]
+    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        raise EvaluationFileError(f"{path}: not an evaluate.py --json file ({exc})") from exc
+    if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
+        raise EvaluationFileError(f"{path}: not an evaluate.py --json file ('runs' is not a list of runs)")
+    return runs
 
 
 #: what a run records beside a method's own result, taken with the method when a later file replaces it
@@ -236,3 +268,33 @@ def _reachable_lines(rows: Sequence[Mapping[str, Any]], means: Mapping[tuple[str
         lines.append(f"| {b} | {pct(means.get((b, 'oracle')))} | {pct(late)} | {share(late, 'headroom_fraction', 'of')} | "
                      f"{share(me, 'headroom_fraction', 'of')} | {share(me, 'reachable_fraction', 'reachable_of')} |")
     return lines
+
+
+def table_markdown(rows: Sequence[Mapping[str, Any]], methods: Sequence[str]) -> str:
+    """One line per (backend, workload): each method's improvement, its share of the oracle's headroom
+    and the intervals it took to reach 90% of its final gain (t90)."""
+    def cell(r: Mapping[str, Any] | None) -> str:
+        if r is None:
+            return "-"
+        s = f"{r['improvement']:+.1%}"
+        if r["headroom_fraction"] is not None and r["method"] not in ("default", "oracle", "late_oracle"):
+            s += f" ({r['headroom_fraction']:.0%})"
+        if r["intervals_to_90"] is not None and r["method"] != "default" and r["method"] not in ORACLES:
+            s += f" t90={r['intervals_to_90']:.0f}"
+        return s
+    head = "| backend | workload | " + " | ".join(methods) + " |\n|" + "---|" * (len(methods) + 2) + "\n"
+    lines = []
+    for b, w in sorted({(r["backend"], r["workload"]) for r in rows}):
+        by = {r["method"]: r for r in rows if r["backend"] == b and r["workload"] == w}
+        lines.append(f"| {b} | {w} | " + " | ".join(cell(by.get(m)) for m in methods) + " |")
+    return head + "\n".join(lines) + "\n"
+
+
+def render_files(paths: Sequence[Path], replace: Sequence[str] = ()) -> str:
+    """The table, per-backend averages and targets of earlier ``evaluate.py --json`` files, merged
+    (``merge_runs``: files of other seeds add seeds, files of the same runs add methods). This is
+    how docs/results.md's table is made from the files kept beside it, so it can be checked."""
+    runs = merge_runs([(p.name, read_runs(p)) for p in paths], replace)
+    methods = [m for m in METHODS if any(m in r["methods"] for r in runs)]
+    rows = aggregate(runs, methods)
+    return table_markdown(rows, methods) + "\n" + summary_markdown(rows, methods)

@@ -170,3 +170,35 @@ def test_the_share_of_the_late_oracle_is_reported_beside_the_headroom() -> None:
     assert "| headroom | colloid | **no** | 10% of the oracle's headroom (mean of 2 workloads; target 90%) |" in text
     # without the late oracle there is no such table
     assert "late oracle" not in summary_markdown(aggregate(runs[:1], ["hybrid", "oracle"]), ["hybrid", "oracle"])
+
+
+@pytest.mark.parametrize("name", ["eval.json", "eval.json.gz"])
+def test_an_evaluation_file_reads_back_what_was_written(tmp_path, name) -> None:
+    from ptmt.evaluation.summary import read_runs, write_evaluation
+
+    runs = [_run("upm", "gups", 0, 100.0, hybrid=0.1), _run("upm", "gups", 1, 99.0, hybrid=0.2)]
+    path = tmp_path / name
+    write_evaluation(path, {"args": {}, "rows": [], "runs": runs})
+    assert read_runs(path) == runs
+    again = tmp_path / ("again-" + name)
+    write_evaluation(again, {"args": {}, "rows": [], "runs": runs})
+    assert again.read_bytes() == path.read_bytes()  # the same runs, the same bytes (a kept file diffs clean)
+    if name.endswith(".gz"):
+        assert path.read_bytes()[:2] == b"\x1f\x8b"
+
+
+def test_a_file_that_is_not_an_evaluation_is_named_with_the_reason(tmp_path) -> None:
+    from ptmt.evaluation.summary import EvaluationFileError, read_runs
+
+    (tmp_path / "rows.json").write_text('{"rows": []}')
+    with pytest.raises(EvaluationFileError, match=r"rows.json: not an evaluate.py --json file \('runs'\)$"):
+        read_runs(tmp_path / "rows.json")
+    (tmp_path / "plain.json.gz").write_text('{"runs": []}')  # named .gz but not compressed
+    with pytest.raises(EvaluationFileError, match=r"plain.json.gz: not an evaluate.py --json file \(Not a gzipped"):
+        read_runs(tmp_path / "plain.json.gz")
+    (tmp_path / "odd.json").write_text('{"runs": [1, 2]}')
+    with pytest.raises(EvaluationFileError, match=r"odd.json: not an evaluate.py --json file \('runs' is not a list"):
+        read_runs(tmp_path / "odd.json")
+    with pytest.raises(EvaluationFileError, match=r"missing.json: not an evaluate.py --json file \(\[Errno 2\]"):
+        read_runs(tmp_path / "missing.json")
+
