@@ -3,11 +3,11 @@
     python benchmarks/evaluate.py [--backends autonuma,upm] [--workloads gups,btree] [--methods ...]
         [--seeds 0,1] [--duration 1800] [--interval 10] [--oracle-knobs 3] [--workers 2]
         [--strategy tpe|sobol] [--budget 48]
-        [--cache-dir DIR] [--markdown docs/results.md] [--json results.json] [--oracle-from earlier.json,...]
+        [--cache-dir DIR] [--markdown docs/results.md] [--json results.json[.gz]] [--oracle-from earlier.json,...]
     python benchmarks/evaluate.py --from-json eval-tpp.json,eval-upm.json [--markdown FILE]
 
 Per backend the suite is swept once (``ptmt.offline.suite_db``, cached in --cache-dir; by default 48
-configurations per workload planned by ``--strategy tpe``, which docs/results.md measured better for the
+configurations per workload planned by ``--strategy tpe``, which docs/results-history.md measured better for the
 tuner than Sobol points of the same number); PTMT's query
 model for workload W is fitted without W's trials (leave-one-workload-out). Every method runs on
 the same seed for the same simulated time and is compared with that seed's default run. See
@@ -20,7 +20,6 @@ The output ends with the per-backend averages and the targets judged on them
 from __future__ import annotations
 
 import argparse
-import json
 import multiprocessing as mp
 import sys
 import time
@@ -31,8 +30,10 @@ from typing import Any
 import numpy as np
 
 from ptmt.evaluation import suite as ev
-from ptmt.evaluation.summary import MergeError, aggregate, merge_runs, summary_markdown
-from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_database_name, suite_table
+from ptmt.evaluation.summary import (EvaluationFileError, MergeError, aggregate, read_runs, render_files,
+                                     summary_markdown, table_markdown, write_evaluation)
+from ptmt.offline.shared import SHARED
+from ptmt.offline.suite_db import SHARE, build_suite_database, leave_one_out, suite_database_name, suite_table
 from ptmt.online.agent import load_agent, shipped_agent_path
 from ptmt.online.guard import GuardSettings
 from ptmt.online.simrun import SimSetup, run_static
@@ -98,42 +99,15 @@ def _job(job: tuple[str, str, int]) -> dict[str, Any]:
     return out
 
 
-def markdown(rows: list[dict[str, Any]], methods: list[str]) -> str:
-    def cell(r: dict[str, Any] | None) -> str:
-        if r is None:
-            return "-"
-        s = f"{r['improvement']:+.1%}"
-        if r["headroom_fraction"] is not None and r["method"] not in ("default", "oracle", "late_oracle"):
-            s += f" ({r['headroom_fraction']:.0%})"
-        if r["intervals_to_90"] is not None and r["method"] != "default" and r["method"] not in ev.ORACLES:
-            s += f" t90={r['intervals_to_90']:.0f}"
-        return s
-    head = "| backend | workload | " + " | ".join(methods) + " |\n|" + "---|" * (len(methods) + 2) + "\n"
-    lines = []
-    for b, w in sorted({(r["backend"], r["workload"]) for r in rows}):
-        by = {r["method"]: r for r in rows if r["backend"] == b and r["workload"] == w}
-        lines.append(f"| {b} | {w} | " + " | ".join(cell(by.get(m)) for m in methods) + " |")
-    return head + "\n".join(lines) + "\n"
-
-
 def render_saved(paths: list[Path], out: Path | None, replace: Sequence[str] = ()) -> None:
     """The table, averages and targets of earlier runs' JSON files, aggregated together (files of
     other seeds add seeds: the means are over every seed, the headroom fractions over the seeds
     that ran the oracle; files of the same runs add methods, and replace those named in
     *replace*: ``ptmt.evaluation.summary.merge_runs``)."""
-    files = []
-    for p in paths:
-        try:
-            files.append((p.name, json.loads(p.read_text())["runs"]))
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            sys.exit(f"{p}: not an evaluate.py --json file ({exc})")
     try:
-        runs = merge_runs(files, replace)
-    except MergeError as exc:
+        table = render_files(paths, replace)
+    except (EvaluationFileError, MergeError) as exc:
         sys.exit(str(exc))
-    methods = [m for m in ev.METHODS if any(m in r["methods"] for r in runs)]
-    rows = aggregate(runs, methods)
-    table = markdown(rows, methods) + "\n" + summary_markdown(rows, methods)
     print(table)
     if out:
         out.write_text(table)
@@ -152,6 +126,9 @@ def main() -> None:
     ap.add_argument("--strategy", default="tpe", choices=("sobol", "tpe"),
                     help="how the suite sweep picks each workload's configurations (tpe: a Sobol start, "
                          "then rounds that gather where the workload gains)")
+    ap.add_argument("--share", type=int, default=SHARE,
+                    help="then a shared study per workload of this many configurations: the other workloads' best "
+                         "ones (ptmt profile --strategy shared; 0 = none)")
     ap.add_argument("--screen", action="store_true",
                     help="also a one-knob-at-a-time study of every workload in the suite sweep")
     ap.add_argument("--oracle-knobs", type=int, default=3, help="full factorial over this many top knobs")
@@ -188,9 +165,9 @@ def main() -> None:
         earlier: list[Any] = []
         for p in a.oracle_from.split(","):
             try:
-                earlier += json.loads(Path(p).read_text())["runs"]
-            except (OSError, ValueError, KeyError, TypeError) as exc:
-                sys.exit(f"{p}: not an evaluate.py --json file ({exc})")
+                earlier += read_runs(Path(p))
+            except EvaluationFileError as exc:
+                sys.exit(str(exc))
         prior = ev.prior_candidates(earlier)
         missing = [j for j in jobs if j not in prior]
         if missing:
@@ -198,13 +175,16 @@ def main() -> None:
                      + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
                      + " (run those with the grid, or leave out --oracle-from)")
     for b in backends:
-        url = f"sqlite:///{a.cache_dir / suite_database_name(b, a.budget, a.trial_duration, a.screen, a.strategy)}"
+        name = suite_database_name(b, a.budget, a.trial_duration, a.screen, a.strategy, a.share)
+        url = f"sqlite:///{a.cache_dir / name}"
         build_suite_database(b, url, budget=a.budget, duration=a.trial_duration, workers=max(1, a.workers),
-                             screen=a.screen, strategy=a.strategy)
+                             screen=a.screen, strategy=a.strategy, share=a.share)
         tables[b] = suite_table(url, b)
         if prior is None:
-            grids[b] = ev.oracle_grid(b, ev.ranked_knobs(tables[b], b), a.oracle_knobs,
-                                      ev.sweep_best_configs(tables[b]))
+            # from the workloads' own sweeps: the shared studies measure no new configuration, and the
+            # grid (and its cached runs) stays the same with or without them
+            own = tables[b][tables[b]["strategy"] != SHARED]
+            grids[b] = ev.oracle_grid(b, ev.ranked_knobs(own, b), a.oracle_knobs, ev.sweep_best_configs(own))
         oracle = (f"oracle grid {len(grids[b])} configurations" if prior is None else
                   f"oracle from {a.oracle_from}: {sum(len(prior[j]) for j in jobs if j[0] == b)} configurations")
         print(f"{b}: suite {len(tables[b])} trials, {oracle}", flush=True)
@@ -216,12 +196,12 @@ def main() -> None:
         results = [_job(j) for j in jobs]
     rows = aggregate(results, a.methods)
     wall = time.perf_counter() - t0
-    table = markdown(rows, a.methods) + "\n" + summary_markdown(rows, a.methods)
+    table = table_markdown(rows, a.methods) + "\n" + summary_markdown(rows, a.methods)
     print(table)
     print(f"wall time {wall:.0f} s")
     if a.json:
-        a.json.write_text(json.dumps({"args": {k: str(v) for k, v in vars(a).items()}, "wall_s": wall,
-                                      "rows": rows, "runs": results}, indent=1, default=str))
+        write_evaluation(a.json, {"args": {k: str(v) for k, v in vars(a).items()}, "wall_s": wall,
+                                  "rows": rows, "runs": results})
     if a.markdown:
         a.markdown.write_text(table + f"\nwall time {wall:.0f} s\n")
 

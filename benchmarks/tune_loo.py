@@ -27,7 +27,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ptmt.offline.suite_db import build_suite_database, leave_one_out, suite_database_name, suite_table
+from ptmt.offline.suite_db import SHARE, build_suite_database, leave_one_out, suite_database_name, suite_table
 from ptmt.online.agent import load_agent, shipped_agent_path
 from ptmt.catalog import Value
 from ptmt.evaluation.suite import sweep_best_configs
@@ -65,6 +65,9 @@ def main() -> None:
     ap.add_argument("--strategy", default="tpe", choices=("sobol", "tpe"),
                     help="how the suite sweep picks each workload's configurations (tpe: a Sobol start, "
                          "then rounds that gather where the workload gains)")
+    ap.add_argument("--share", type=int, default=SHARE,
+                    help="then a shared study per workload of this many configurations: the other workloads' best "
+                         "ones (ptmt profile --strategy shared; 0 = none)")
     ap.add_argument("--screen", action="store_true",
                     help="also a one-knob-at-a-time study of every workload in the suite sweep")
     ap.add_argument("--agent", default="shipped",
@@ -89,11 +92,12 @@ def main() -> None:
           f"{'reverts':>9}  agent")
     t_all = time.perf_counter()
     for backend in args.backends.split(","):
-        name = suite_database_name(backend, args.budget, args.trial_duration, args.screen, args.strategy)
+        name = suite_database_name(backend, args.budget, args.trial_duration, args.screen, args.strategy,
+                                   args.share)
         url = f"sqlite:///{db_dir / name}"
         t0 = time.perf_counter()
         build_suite_database(backend, url, budget=args.budget, duration=args.trial_duration, screen=args.screen,
-                             strategy=args.strategy)
+                             strategy=args.strategy, share=args.share)
         table = suite_table(url, backend)
         sweep_s = time.perf_counter() - t0
         path = shipped_agent_path(backend) if args.agent == "shipped" else Path(args.agent)

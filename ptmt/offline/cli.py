@@ -26,7 +26,7 @@ from ptmt.sim.options import FastGbOpt, FootprintOpt, MachineOpt, SlowGbOpt, wor
 WorkloadOpt = Annotated[str, typer.Option(
     "--workload", "-w", help="Simulated machine: a built-in workload name or spec file. Real host: a workload YAML "
                              "(command, objective, ...; see docs/profiling.md).")]
-StrategyOpt = Annotated[str, typer.Option("--strategy", help="How configurations are chosen: grid, random, sobol, lhs, oat (one knob at a time) or tpe (a Sobol start, then rounds fitted on what was measured).")]
+StrategyOpt = Annotated[str, typer.Option("--strategy", help="How configurations are chosen: grid, random, sobol, lhs, oat (one knob at a time), tpe (a Sobol start, then rounds fitted on what was measured) or shared (the best configurations the database's other workloads found).")]
 BudgetOpt = Annotated[int | None, typer.Option("--budget", min=1, help="Configurations to measure, the defaults included (default 32; grid: the finest grid that fits; oat: every point).")]
 RepeatOpt = Annotated[int, typer.Option("--repeat", min=1, help="Measurements of each configuration.")]
 DurationOpt = Annotated[float | None, typer.Option("--duration", help="Seconds per trial (simulated time; default 10). Real host: stop the command after this long (default: let it finish).")]

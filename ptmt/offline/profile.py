@@ -41,6 +41,7 @@ from ptmt.errors import PtmtError
 from ptmt.host import Host, default_state_dir, pid_alive
 from ptmt.journal import Journal
 from ptmt.offline.sampling import ADAPTIVE, STRATEGIES, TPE_ROUND, Sampler, plan_configurations
+from ptmt.offline.shared import SHARED, shared_configurations
 from ptmt.offline.trial import (
     Hooks,
     HostInRunSession,
@@ -198,8 +199,8 @@ def prepare(opts: ProfileOptions, db: Storage) -> Prepared:
     import tempfile
 
     platform = resolve_platform(opts.platform, opts.root)
-    if opts.strategy not in STRATEGIES:
-        raise PtmtError(f"--strategy must be one of {', '.join(STRATEGIES)} (got {opts.strategy!r})")
+    if opts.strategy not in (*STRATEGIES, SHARED):
+        raise PtmtError(f"--strategy must be one of {', '.join((*STRATEGIES, SHARED))} (got {opts.strategy!r})")
     if opts.repeat < 1:
         raise PtmtError(f"--repeat must be at least 1 (got {opts.repeat})")
     if opts.workers < 1:
@@ -253,9 +254,13 @@ def prepare(opts: ProfileOptions, db: Storage) -> Prepared:
                             "--worker (same backend, workload, strategy, budget, seed, repeat, duration, "
                             "interval, --db), then start workers")
     else:
+        if opts.strategy == SHARED:  # before the study is recorded: nothing is written when it cannot be planned
+            configs = shared_configurations(db, catalog, workload_row.name, int(budget or 0), knobs)
+        else:
+            configs = plan_configurations(catalog, opts.strategy, budget, opts.seed, knobs)
         study, _ = db.study(backend_row, workload_row, study_host, **study_args)  # type: ignore[arg-type]
-        configs = plan_configurations(catalog, opts.strategy, budget, opts.seed, knobs)
-        db.plan_trials(study, [(c, rep) for rep in range(opts.repeat) for c in configs])
+        if opts.strategy != SHARED or not db.trials(study):  # a shared plan is made once; resuming keeps it
+            db.plan_trials(study, [(c, rep) for rep in range(opts.repeat) for c in configs])
     adaptive_total = int(budget or 0) * opts.repeat if opts.strategy in ADAPTIVE else 0
     return Prepared(opts, platform, study.id, host_row.id, unit or "", direction, knobs, skipped,
                     duration, interval, adaptive_total)

@@ -22,21 +22,44 @@ from ptmt.catalog import Catalog, load_catalog
 from ptmt.db import open_storage
 from ptmt.offline.model import ModelError, QueryModel, fit_table, load_table
 from ptmt.offline.profile import Prepared, ProfileOptions, StopFlag, prepare, work
+from ptmt.offline.shared import SHARED, found_by
 
+
+#: the shared study per workload the evaluation adds to its suite sweep: the defaults and each other
+#: built-in workload's best configuration (docs/results.md)
+SHARE = 13
 
 #: enough for every one-knob-at-a-time point of the built-in catalogs (upm 12 ... colloid 34)
 SCREEN_BUDGET = 64
 
 
 def suite_database_name(backend: str, budget: int, duration: float, screen: bool = False,
-                        strategy: str = "sobol") -> str:
+                        strategy: str = "sobol", share: int = 0) -> str:
     """The file name a suite database is cached under: what built it (``tpp-16-180-<sim>.db``,
-    ``tpp-16s-180-<sim>.db``, ``tpp-tpe48-180-<sim>.db``), ``<sim>`` the simulator's digest, so
-    that a database an earlier simulator filled is never reused."""
+    ``tpp-16s-180-<sim>.db``, ``tpp-tpe48-180-<sim>.db``, ``tpp-tpe48+shared24-180-<sim>.db``),
+    ``<sim>`` the simulator's digest, so that a database an earlier simulator filled is never reused."""
     from ptmt.sim.digest import simulator_digest
 
     kind = "" if strategy == "sobol" else strategy
-    return f"{backend}-{kind}{budget}{'s' if screen else ''}-{int(duration)}-{simulator_digest()}.db"
+    shared = f"+{SHARED}{share}" if share else ""
+    return f"{backend}-{kind}{budget}{'s' if screen else ''}{shared}-{int(duration)}-{simulator_digest()}.db"
+
+
+def _run(preps: list[Prepared], url: str, workers: int, backend: str) -> None:
+    """Run every planned trial of *preps*, in *workers* processes."""
+    if workers <= 1:
+        _worker(preps, 0, url)
+        return
+    # fork: callers need no __main__ guard, and the workers open their own database connections
+    ctx = mp.get_context("fork")
+    procs = [ctx.Process(target=_worker, args=(preps, k * len(preps) // workers, url)) for k in range(workers)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join()
+    failed = [p.exitcode for p in procs if p.exitcode != 0]
+    if failed:
+        raise ModelError(f"suite sweep of {backend}: {len(failed)} worker process(es) failed (exit {failed})")
 
 
 def _worker(preps: list[Prepared], offset: int, url: str) -> None:
@@ -59,12 +82,14 @@ def plan_suite(backend: str, url: str, workloads: Sequence[str], *, budget: int,
 def build_suite_database(backend: str, url: str, workloads: Sequence[str] | None = None, *, budget: int = 16,
                          duration: float = 180.0, interval: float = 10.0, workers: int = 2, seed: int = 0,
                          sim: dict[str, Any] | None = None, screen: bool = False,
-                         strategy: str = "sobol") -> str:
+                         strategy: str = "sobol", share: int = 0) -> str:
     """Sweep *workloads* (default: the built-in suite) into the database at *url*; returns *url*.
 
     *budget* configurations per workload, drawn by *strategy* (``sobol``; ``tpe``: a Sobol start,
     then rounds that gather where each workload gains); with *screen*, also a one-knob-at-a-time
-    study of every workload (``--strategy oat``: each knob alone at each of its values).
+    study of every workload (``--strategy oat``: each knob alone at each of its values). With
+    *share*, then a ``shared`` study of *share* configurations per workload: the other workloads'
+    best ones (``ptmt.offline.shared``).
 
     Worker processes claim trials study after study, as ``ptmt profile --workers`` does, so both
     cores stay busy across workload boundaries. Interrupted or partial sweeps resume.
@@ -77,19 +102,10 @@ def build_suite_database(backend: str, url: str, workloads: Sequence[str] | None
     if screen:
         preps += plan_suite(backend, url, names, budget=SCREEN_BUDGET, duration=duration, interval=interval,
                             seed=seed, sim=sim, strategy="oat")
-    if workers <= 1:
-        _worker(preps, 0, url)
-        return url
-    # fork: callers need no __main__ guard, and the workers open their own database connections
-    ctx = mp.get_context("fork")
-    procs = [ctx.Process(target=_worker, args=(preps, k * len(preps) // workers, url)) for k in range(workers)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join()
-    failed = [p.exitcode for p in procs if p.exitcode != 0]
-    if failed:
-        raise ModelError(f"suite sweep of {backend}: {len(failed)} worker process(es) failed (exit {failed})")
+    _run(preps, url, workers, backend)
+    if share:  # planned from the finished sweep: each workload's best configurations, measured on the others
+        _run(plan_suite(backend, url, names, budget=share, duration=duration, interval=interval, seed=seed, sim=sim,
+                        strategy=SHARED), url, workers, backend)
     return url
 
 
@@ -105,6 +121,11 @@ def leave_one_out(table: pd.DataFrame, backend: str, workload: str, catalog: Cat
     """The query model of *backend* fitted on every workload of *table* except *workload*."""
     catalog = catalog or load_catalog(backend)
     rest = table[table["workload"] != workload]
+    if "strategy" in rest.columns and (rest["strategy"] == SHARED).any():
+        # a configuration only the left-out workload's own sweep found says what suits that workload
+        finders = found_by(table)
+        leaked = rest["config_hash"].map(lambda h: not (finders.get(h, set()) - {workload}))
+        rest = rest[~((rest["strategy"] == SHARED) & leaked)]
     if rest.empty:
         raise ModelError(f"leaving out {workload} leaves no trial of {backend} to fit on")
     if rest["workload"].nunique() == table["workload"].nunique():

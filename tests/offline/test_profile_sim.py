@@ -131,3 +131,47 @@ def test_unknown_inputs_are_clear_errors(tmp_path):
     res = CliRunner().invoke(app, ["profile", "--backend", "tpp", "--workload", "gups", "--platform", "sim",
                                    "--db", db, "--worker"])
     assert res.exit_code == 1 and "no such study to join" in res.stderr
+
+
+def test_a_shared_study_measures_what_the_other_workloads_found_best(tmp_path):
+    """--strategy shared: the defaults, then each other workload's best configuration that beat its
+    defaults, round by round; planned once, so a resumed study keeps its plan."""
+    import re
+
+    from ptmt.catalog import load_catalog
+    from ptmt.db.canonical import config_hash, normalize
+    from ptmt.offline.analyze import load_trials
+
+    db = f"sqlite:///{tmp_path / 'shared.db'}"
+    common = ["--backend", "upm", "--platform", "sim", "--duration", "3", "--interval", "1", "--db", db, "--json"]
+    res = CliRunner().invoke(app, ["profile", "--workload", "btree", "--strategy", "shared", *common])
+    assert res.exit_code == 1
+    assert re.search(r"the database holds no finished trial of backend upm \(catalog \w+\) for a workload other "
+                     r"than 'btree': profile other workloads first", res.stderr), res.stderr
+    with open_storage(db) as store:
+        assert store.studies_frame().empty  # nothing planned, no study left behind
+    for w in ("gups", "npb-cg"):
+        res = CliRunner().invoke(app, ["profile", "--workload", w, "--budget", "8", *common])
+        assert res.exit_code == 0, res.output
+    with open_storage(db) as store:
+        found = load_trials(store, "upm")
+    ranked = []
+    for w in ("gups", "npb-cg"):  # what each workload's own sweep found better than its defaults, best first
+        own = found[found["workload"] == w].groupby("config_hash")["perf"].mean()
+        default = own[config_hash(normalize(load_catalog("upm").defaults()))]
+        ranked.append(list(own[own > default].sort_values(ascending=False).index))
+    assert all(ranked)  # both found something to share
+    res = CliRunner().invoke(app, ["profile", "--workload", "btree", "--strategy", "shared", "--budget", "4",
+                                   *common])
+    assert res.exit_code == 0, res.output
+    summary = json.loads(res.stdout)
+    with open_storage(db) as store:
+        plan = list(store.trials_frame(summary["study"])["config_hash"])
+    expected = [ranked[0][0], ranked[1][0], *(h for pair in zip(ranked[0][1:], ranked[1][1:], strict=False)
+                                              for h in pair)]
+    expected = list(dict.fromkeys(expected))  # a configuration both found is measured once
+    assert plan[0] == config_hash(normalize(load_catalog("upm").defaults()))
+    assert plan[1:] == expected[:3]  # gups's best, then npb-cg's (by name), then the second round
+    again = CliRunner().invoke(app, ["profile", "--workload", "btree", "--strategy", "shared", "--budget", "4",
+                                     *common])
+    assert json.loads(again.stdout)["ran"] == 0

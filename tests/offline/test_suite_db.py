@@ -63,3 +63,27 @@ def test_a_screened_suite_adds_one_knob_at_a_time_studies(tmp_path: Path) -> Non
     # the 3 Sobol points (the defaults among them), then the defaults and upm's 12 single-knob points
     assert len(table) == 3 + 1 + 12
     assert int((moved == 1).sum()) >= 12 and int((moved == 0).sum()) == 2
+
+
+def test_shared_trials_of_what_only_the_left_out_workload_found_leave_with_it(tmp_path: Path) -> None:
+    """A shared study measures each workload's best configurations on the others; leaving a workload
+    out must also leave out the shared trials of configurations only its own sweep had found."""
+    from ptmt.offline.shared import found_by
+    from ptmt.sim.digest import simulator_digest
+
+    assert suite_database_name("tpp", 48, 180.0, strategy="tpe", share=13) == \
+        f"tpp-tpe48+shared13-180-{simulator_digest()}.db"
+    url = build_suite_database("tpp", f"sqlite:///{tmp_path / 'shared.db'}", WORKLOADS, budget=10, duration=30,
+                               interval=10, workers=1, strategy="tpe", share=4)
+    table = suite_table(url, "tpp")
+    shared = table[table["strategy"] == "shared"]
+    assert set(shared["workload"]) == set(WORKLOADS)
+    finders = found_by(table)
+    assert all(finders[h] for h in shared["config_hash"])  # every shared configuration was some sweep's
+    dropped_somewhere = False
+    for w in WORKLOADS:
+        rest = table[table["workload"] != w]
+        leaked = (rest["strategy"] == "shared") & rest["config_hash"].map(lambda h, w=w: finders[h] == {w})
+        dropped_somewhere |= bool(leaked.any())
+        assert leave_one_out(table, "tpp", w).meta["n_trials"] == len(rest) - int(leaked.sum())
+    assert dropped_somewhere  # the rule had something to do: a tpe round found a configuration of its own
