@@ -108,7 +108,7 @@ class GuardSettings:
     extend_inconclusive: int = 8
     #: a trial that measured a loss smaller than this is extended too: on the kernel's tiering
     #: policies a change's effect builds over 10-15 intervals, after its migrations cost first,
-    #: so a trial's first readings see a small part of it (docs/results.md, "How long a change
+    #: so a trial's first readings see a small part of it (docs/results-history.md, "How long a change
     #: takes to show"; 0 = only a gain above zero is extended)
     extend_floor: float = 0.02
     #: once advice is kept, the database is asked again with what the phase measured so far (its

@@ -143,7 +143,7 @@ class TuneResult:
         """What the tuner's own verdicts claim for the phase it ended in: its kept gains compounded.
         Each was measured against the level just before its change, which a reverted trial's
         lingering damage or the workload's own drift can lower, so the sum of the claims may
-        exceed the run's gain over the defaults (docs/results.md, "What the verdicts claim")."""
+        exceed the run's gain over the defaults (docs/results-history.md, "What the verdicts claim")."""
         gain = 1.0
         for e in self.events:
             if e.kind == "phase":

@@ -202,3 +202,22 @@ def test_a_file_that_is_not_an_evaluation_is_named_with_the_reason(tmp_path) -> 
     with pytest.raises(EvaluationFileError, match=r"missing.json: not an evaluate.py --json file \(\[Errno 2\]"):
         read_runs(tmp_path / "missing.json")
 
+
+
+def test_the_results_page_shows_what_its_kept_evaluation_files_render() -> None:
+    """docs/results.md's table is the render of the files kept in docs/results/, word for word: a
+    table edited by hand, or files re-measured without rendering the page again, fail here."""
+    import re
+    from pathlib import Path
+
+    from ptmt.evaluation.summary import render_files
+
+    docs = Path(__file__).resolve().parents[2] / "docs"
+    page = (docs / "results.md").read_text()
+    blocks = re.findall(r"<!-- rendered by: python benchmarks/evaluate.py --from-json (\S+)(?: --replace (\S+))? -->\n"
+                        r"(.*?)<!-- end of render -->", page, flags=re.S)
+    assert blocks, "docs/results.md has no rendered block"
+    for files, replace, shown in blocks:
+        paths = [docs.parent / f for f in files.split(",")]
+        assert all(p.parent == docs / "results" for p in paths), files
+        assert shown.strip() == render_files(paths, replace.split(",") if replace else ()).strip()
