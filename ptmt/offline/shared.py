@@ -5,10 +5,11 @@ configurations on that workload only. The query model can advise a configuration
 workloads that measured it, so a configuration that is good nearly everywhere stays invisible when
 one workload's search happened to find it: on the simulated tpp, the one configuration that npb-mg's
 sweep found measures +5.4% averaged over the suite's 13 workloads (900 s each, seeds 0-2), where the
-hybrid reached +2.45% on a database without shared studies, and +3.64% with them (docs/results.md). ``ptmt profile --strategy shared`` measures, on the
-workload it profiles, the best configurations the database's other workloads found: each
-workload's best first, then each one's second best, and so on, only configurations that beat that
-workload's defaults, the defaults first, *budget* in all.
+hybrid reached +2.45% on a database without shared studies, and +3.64% with them (docs/results.md).
+
+``ptmt profile --strategy shared`` measures, on the workload it profiles, the best configurations
+the database's other workloads found: each workload's best first, then each one's second best, and
+so on, only configurations that beat that workload's defaults, the defaults first, *budget* in all.
 
 Its trials are tagged with the strategy ``shared``, and a configuration counts as found by a
 workload only through that workload's own studies: ``ptmt.offline.suite_db.leave_one_out`` drops
@@ -52,19 +53,21 @@ def shared_configurations(db: Any, catalog: Catalog, workload: str, budget: int,
                         f"for a workload other than {workload!r}: profile other workloads first")
     sampler = Sampler(catalog, knobs)
     defaults = sampler.default()
-    seen = {config_hash(normalize(defaults))}
-    rankings = [_ranking(g, next(iter(seen)), knobs) for _, g in sorted(own.groupby("workload"))]
+    default_key = config_hash(normalize(defaults))
+    rankings = [_ranking(g, default_key, knobs) for _, g in sorted(own.groupby("workload"))]
     plan: list[dict[str, Value]] = [defaults]
+    seen = {default_key}
     for rank in range(max((len(r) for r in rankings), default=0)):
         for ranking in rankings:
             if len(plan) >= budget:
                 return plan
-            if rank < len(ranking):
-                cfg = {k: catalog.knobs[k].coerce(ranking[rank][k]) for k in knobs}
-                key = config_hash(normalize(cfg))
-                if key not in seen and sampler.valid(cfg):
-                    seen.add(key)
-                    plan.append(cfg)
+            if rank >= len(ranking) or any(pd.isna(ranking[rank][k]) for k in knobs):
+                continue  # that workload found no more, or its study lacked a knob this host has
+            cfg = {k: catalog.knobs[k].coerce(ranking[rank][k]) for k in knobs}
+            key = config_hash(normalize(cfg))
+            if key not in seen and sampler.valid(cfg):
+                seen.add(key)
+                plan.append(cfg)
     return plan
 
 
