@@ -688,11 +688,13 @@ class Tuner:
         """How the phase explores on after unconfirmed kept advice, for the log."""
         return "" if self.s.guard.coarse_after_advice else " around it (no coarse pass)"
 
-    def _watching(self, watch: tuple[float, list[float]], value: float | None) -> bool:
-        """Hold kept, unconfirmed advice for ``confirm_watch`` intervals; then confirm it when its
-        level over them is ``confirm_gain`` above the level its trial was judged against (autonuma
-        xsbench: +3.1% over the trial's 4 intervals, +8.7% held for the run). True while watching."""
-        reference, readings = watch
+    def _watching(self, value: float | None) -> bool:
+        """Hold kept, unconfirmed advice (``_watch``) for ``confirm_watch`` intervals; then confirm it
+        when its level over them is ``confirm_gain`` above the level its trial was judged against
+        (autonuma xsbench: +3.1% over the trial's 4 intervals, +8.7% held for the run). True while
+        watching."""
+        assert self._watch is not None
+        reference, readings = self._watch
         if value is not None:
             readings.append(value)
         if len(readings) < self.s.guard.confirm_watch:
@@ -727,7 +729,7 @@ class Tuner:
                 if advice is not None and self._advise(advice, again=after == "failed", refine=after == "kept"):
                     self._watch = None  # refined: the new advice is judged on its own
                     return
-        if self._watch is not None and self._watching(self._watch, value):
+        if self._watch is not None and self._watching(value):
             return
         if g.budget <= 0:
             self._check_start()
