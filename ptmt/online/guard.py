@@ -25,7 +25,8 @@ back the best known configuration when a change does not pay:
   the same loss); a level that moved means the workload did, and the verdict is stale;
 - **a moving baseline**: when the warm-up's readings move along a line (``trend_t``), the
   phase's first advice is judged against that line projected to each reading, not against the
-  flat mean (a workload still falling under any configuration would abort it);
+  flat mean (a workload still falling under any configuration would abort it); likewise a trial
+  started while the best known configuration's own level still moves (``trend_trials``);
 - **exploration budget**: ``exploration_budget`` trial moves per phase (``outlier_budget`` when
   the workload is unlike anything in the database); then the tuner holds the best configuration
   and only watches.
@@ -121,6 +122,10 @@ class GuardSettings:
     #: when that configuration was at least as good as the defaults on this share of them
     #: (0 = never: an outlier only explores)
     generalist_share: float = 0.6
+    #: advice below the bar (a fingerprint matched loosely, not an outlier) gives way to that
+    #: configuration too, under the same share (false: the phase explores from where it is;
+    #: autonuma npb-cg, matched to gapbs-bfs at confidence 0.16: -0.1% -> +1.2%, the generalist)
+    generalist_unsure: bool = True
     #: a warm-up whose readings move along a line, with a slope beyond this many standard errors,
     #: makes the phase's first trial judged against that line (projected to each of its readings,
     #: at most ``trend_horizon`` intervals past the warm-up) instead of the flat baseline; a
@@ -132,6 +137,14 @@ class GuardSettings:
     #: far end (once per phase for each move and configuration it starts from; 0 = the coarse pass
     #: always goes first)
     agent_first: float = 0.35
+    #: an exploration trial started while the best known configuration's readings since it was
+    #: applied move along a line (beyond ``trend_t`` standard errors) is judged against that line,
+    #: projected at most ``trend_horizon`` intervals, as the phase's first advice is against the
+    #: warm-up's: advice on the kernel's tiering policies builds for minutes, and a trial judged
+    #: against the flat level before it is credited with that rise (autonuma xsbench: advice still
+    #: building kept scan_period_max 30 s -> 60 s at +1.5%, and the run ended 3.5% below the advice
+    #: alone; false = the flat level)
+    trend_trials: bool = True
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
