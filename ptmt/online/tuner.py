@@ -701,7 +701,8 @@ class Tuner:
         the phase's baseline, or the phase's advice was confirmed (it measured that much): there
         the check would only cost (autonuma gups -0.9 points; gups-growth's level falls under any
         configuration, so its level never clears the bar, and tpp seed 2 spent 13 intervals at the
-        defaults, 9% below its confirmed advice)."""
+        defaults after confirmed advice before aborting the check at -5.3%: +7.2% with it, +13.4%
+        without)."""
         g = self.guard
         if self._start_checked or not self._phase_start or not self.s.guard.check_start:
             return
