@@ -5,7 +5,8 @@ configurations on that workload only. The query model can advise a configuration
 workloads that measured it, so a configuration that is good nearly everywhere stays invisible when
 one workload's search happened to find it: on the simulated tpp, the one configuration that npb-mg's
 sweep found measures +5.4% averaged over the suite's 13 workloads (900 s each, seeds 0-2), where the
-hybrid reached +2.45% on a database without shared studies, and +3.64% with them (docs/results.md).
+hybrid reached +2.45% on a database without shared studies, and +3.64% with them
+(docs/results-history.md, "A shared study per workload").
 
 ``ptmt profile --strategy shared`` measures, on the workload it profiles, the best configurations
 the database's other workloads found: each workload's best first, then each one's second best, and

@@ -26,7 +26,7 @@ from ptmt.offline.shared import SHARED, found_by
 
 
 #: the shared study per workload the evaluation adds to its suite sweep: the defaults and each other
-#: built-in workload's best configuration (docs/results.md)
+#: built-in workload's best configuration (docs/results-history.md, "A shared study per workload")
 SHARE = 13
 
 #: enough for every one-knob-at-a-time point of the built-in catalogs (upm 12 ... colloid 34)
