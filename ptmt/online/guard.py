@@ -124,7 +124,7 @@ class GuardSettings:
     generalist_share: float = 0.6
     #: advice below the bar (a fingerprint matched loosely, not an outlier) gives way to that
     #: configuration too, under the same share (false: the phase explores from where it is;
-    #: autonuma npb-cg, matched to gapbs-bfs at confidence 0.16: -0.1% -> +1.2%, the generalist)
+    #: autonuma npb-cg, matched to gapbs-bfs at confidence 0.16: -0.1/-0.2% -> +1.6/+4.1%, seeds 0-1)
     generalist_unsure: bool = True
     #: a warm-up whose readings move along a line, with a slope beyond this many standard errors,
     #: makes the phase's first trial judged against that line (projected to each of its readings,
