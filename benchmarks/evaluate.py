@@ -2,7 +2,7 @@
 
     python benchmarks/evaluate.py [--backends autonuma,upm] [--workloads gups,btree] [--methods ...]
         [--seeds 0,1] [--duration 1800] [--interval 10] [--oracle-knobs 3] [--workers 2]
-        [--strategy tpe|sobol] [--budget 48]
+        [--strategy tpe|sobol] [--budget 48] [--trial-duration 180] [--sweep-seed 0]
         [--cache-dir DIR] [--markdown docs/results.md] [--json results.json[.gz]] [--oracle-from earlier.json,...]
     python benchmarks/evaluate.py --from-json eval-tpp.json,eval-upm.json [--markdown FILE]
 
@@ -123,6 +123,9 @@ def main() -> None:
     ap.add_argument("--interval", type=float, default=10.0)
     ap.add_argument("--budget", type=int, default=48, help="configurations per workload, suite sweep")
     ap.add_argument("--trial-duration", type=float, default=180.0)
+    ap.add_argument("--sweep-seed", type=int, default=0,
+                    help="seed of the suite sweep behind PTMT's database (its sampler and its runs); another seed "
+                         "builds another database, to tell a change's effect from the sweep's luck")
     ap.add_argument("--strategy", default="tpe", choices=("sobol", "tpe"),
                     help="how the suite sweep picks each workload's configurations (tpe: a Sobol start, "
                          "then rounds that gather where the workload gains)")
@@ -175,10 +178,10 @@ def main() -> None:
                      + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
                      + " (run those with the grid, or leave out --oracle-from)")
     for b in backends:
-        name = suite_database_name(b, a.budget, a.trial_duration, a.screen, a.strategy, a.share)
+        name = suite_database_name(b, a.budget, a.trial_duration, a.screen, a.strategy, a.share, a.sweep_seed)
         url = f"sqlite:///{a.cache_dir / name}"
         build_suite_database(b, url, budget=a.budget, duration=a.trial_duration, workers=max(1, a.workers),
-                             screen=a.screen, strategy=a.strategy, share=a.share)
+                             screen=a.screen, strategy=a.strategy, share=a.share, seed=a.sweep_seed)
         tables[b] = suite_table(url, b)
         if prior is None:
             # from the workloads' own sweeps: the shared studies measure no new configuration, and the

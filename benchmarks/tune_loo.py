@@ -1,7 +1,8 @@
 """Online tuning with leave-one-workload-out advice, every backend x every built-in workload.
 
     python benchmarks/tune_loo.py [--backends autonuma,tpp] [--workloads gups,btree] [--strategy tpe|sobol]
-                                  [--budget 48] [--trial-duration 180] [--duration 1800] [--screen] [--seed 0]
+                                  [--budget 48] [--trial-duration 180] [--sweep-seed 0] [--duration 1800]
+                                  [--screen] [--seed 0]
                                   [--agent shipped|none|FILE] [--db-dir DIR] [--clear 0.02]
                                   [--guard KEY=VALUE ...]
 
@@ -61,6 +62,8 @@ def main() -> None:
     ap.add_argument("--workloads", default=None, help="comma-separated (default: every built-in workload)")
     ap.add_argument("--budget", type=int, default=48, help="configurations per workload in the sweep")
     ap.add_argument("--trial-duration", type=float, default=180.0, help="simulated seconds per sweep trial")
+    ap.add_argument("--sweep-seed", type=int, default=0,
+                    help="seed of the suite sweep (its sampler and its runs): another seed builds another database")
     ap.add_argument("--duration", type=float, default=1800.0, help="simulated seconds of each tuning run")
     ap.add_argument("--strategy", default="tpe", choices=("sobol", "tpe"),
                     help="how the suite sweep picks each workload's configurations (tpe: a Sobol start, "
@@ -93,11 +96,11 @@ def main() -> None:
     t_all = time.perf_counter()
     for backend in args.backends.split(","):
         name = suite_database_name(backend, args.budget, args.trial_duration, args.screen, args.strategy,
-                                   args.share)
+                                   args.share, args.sweep_seed)
         url = f"sqlite:///{db_dir / name}"
         t0 = time.perf_counter()
         build_suite_database(backend, url, budget=args.budget, duration=args.trial_duration, screen=args.screen,
-                             strategy=args.strategy, share=args.share)
+                             strategy=args.strategy, share=args.share, seed=args.sweep_seed)
         table = suite_table(url, backend)
         sweep_s = time.perf_counter() - t0
         path = shipped_agent_path(backend) if args.agent == "shipped" else Path(args.agent)

@@ -34,15 +34,17 @@ SCREEN_BUDGET = 64
 
 
 def suite_database_name(backend: str, budget: int, duration: float, screen: bool = False,
-                        strategy: str = "sobol", share: int = 0) -> str:
+                        strategy: str = "sobol", share: int = 0, seed: int = 0) -> str:
     """The file name a suite database is cached under: what built it (``tpp-16-180-<sim>.db``,
-    ``tpp-16s-180-<sim>.db``, ``tpp-tpe48-180-<sim>.db``, ``tpp-tpe48+shared24-180-<sim>.db``),
-    ``<sim>`` the simulator's digest, so that a database an earlier simulator filled is never reused."""
+    ``tpp-16s-180-<sim>.db``, ``tpp-tpe48-180-<sim>.db``, ``tpp-tpe48+shared24-180-<sim>.db``, and
+    ``tpp-tpe48-180-seed1-<sim>.db`` for another sweep seed), ``<sim>`` the simulator's digest, so
+    that a database an earlier simulator filled is never reused."""
     from ptmt.sim.digest import simulator_digest
 
     kind = "" if strategy == "sobol" else strategy
     shared = f"+{SHARED}{share}" if share else ""
-    return f"{backend}-{kind}{budget}{'s' if screen else ''}{shared}-{int(duration)}-{simulator_digest()}.db"
+    seeded = f"-seed{seed}" if seed else ""
+    return f"{backend}-{kind}{budget}{'s' if screen else ''}{shared}-{int(duration)}{seeded}-{simulator_digest()}.db"
 
 
 def _run(preps: list[Prepared], url: str, workers: int, backend: str) -> None:

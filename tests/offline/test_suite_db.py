@@ -65,6 +65,22 @@ def test_a_screened_suite_adds_one_knob_at_a_time_studies(tmp_path: Path) -> Non
     assert int((moved == 1).sum()) >= 12 and int((moved == 0).sum()) == 2
 
 
+def test_another_sweep_seed_is_another_database(tmp_path: Path) -> None:
+    """The suite sweep's seed drives its sampler and its runs; a database of another seed is cached
+    under its own name, so that a change's effect can be told from one sweep's luck."""
+    from ptmt.sim.digest import simulator_digest
+
+    assert suite_database_name("tpp", 48, 180.0, strategy="tpe", share=13, seed=1) == \
+        f"tpp-tpe48+shared13-180-seed1-{simulator_digest()}.db"
+    assert suite_database_name("tpp", 48, 180.0, strategy="tpe", seed=0) == f"tpp-tpe48-180-{simulator_digest()}.db"
+    tables = {seed: suite_table(build_suite_database("upm", f"sqlite:///{tmp_path / f'seed{seed}.db'}", ["gups"],
+                                                     budget=4, duration=20, interval=10, workers=1, seed=seed), "upm")
+              for seed in (0, 1)}
+    knobs = sorted(c for c in tables[0].columns if c.startswith("knob."))
+    drawn = {seed: {tuple(row) for row in t[knobs].astype(str).itertuples(index=False)} for seed, t in tables.items()}
+    assert len(tables[0]) == len(tables[1]) == 4 and drawn[0] != drawn[1]
+
+
 def test_shared_trials_of_what_only_the_left_out_workload_found_leave_with_it(tmp_path: Path) -> None:
     """A shared study measures each workload's best configurations on the others; leaving a workload
     out must also leave out the shared trials of configurations only its own sweep had found."""
