@@ -33,7 +33,7 @@ from ptmt.evaluation import suite as ev
 from ptmt.evaluation.summary import (EvaluationFileError, MergeError, aggregate, read_runs, render_files,
                                      summary_markdown, table_markdown, write_evaluation)
 from ptmt.offline.shared import SHARED
-from ptmt.offline.suite_db import SHARE, build_suite_database, leave_one_out, suite_database_name, suite_table
+from ptmt.offline.suite_db import SHARE, cached_suite_database, leave_one_out, suite_table
 from ptmt.online.agent import load_agent, shipped_agent_path
 from ptmt.online.guard import GuardSettings
 from ptmt.online.simrun import SimSetup, run_static
@@ -178,10 +178,8 @@ def main() -> None:
                      + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
                      + " (run those with the grid, or leave out --oracle-from)")
     for b in backends:
-        name = suite_database_name(b, a.budget, a.trial_duration, a.screen, a.strategy, a.share, a.sweep_seed)
-        url = f"sqlite:///{a.cache_dir / name}"
-        build_suite_database(b, url, budget=a.budget, duration=a.trial_duration, workers=max(1, a.workers),
-                             screen=a.screen, strategy=a.strategy, share=a.share, seed=a.sweep_seed)
+        url = cached_suite_database(a.cache_dir, b, budget=a.budget, duration=a.trial_duration, screen=a.screen,
+                                    strategy=a.strategy, share=a.share, seed=a.sweep_seed, workers=max(1, a.workers))
         tables[b] = suite_table(url, b)
         if prior is None:
             # from the workloads' own sweeps: the shared studies measure no new configuration, and the

@@ -28,7 +28,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from ptmt.offline.suite_db import SHARE, build_suite_database, leave_one_out, suite_database_name, suite_table
+from ptmt.offline.suite_db import SHARE, cached_suite_database, leave_one_out, suite_table
 from ptmt.online.agent import load_agent, shipped_agent_path
 from ptmt.catalog import Value
 from ptmt.evaluation.suite import sweep_best_configs
@@ -95,12 +95,9 @@ def main() -> None:
           f"{'reverts':>9}  agent")
     t_all = time.perf_counter()
     for backend in args.backends.split(","):
-        name = suite_database_name(backend, args.budget, args.trial_duration, args.screen, args.strategy,
-                                   args.share, args.sweep_seed)
-        url = f"sqlite:///{db_dir / name}"
         t0 = time.perf_counter()
-        build_suite_database(backend, url, budget=args.budget, duration=args.trial_duration, screen=args.screen,
-                             strategy=args.strategy, share=args.share, seed=args.sweep_seed)
+        url = cached_suite_database(db_dir, backend, budget=args.budget, duration=args.trial_duration,
+                                    screen=args.screen, strategy=args.strategy, share=args.share, seed=args.sweep_seed)
         table = suite_table(url, backend)
         sweep_s = time.perf_counter() - t0
         path = shipped_agent_path(backend) if args.agent == "shipped" else Path(args.agent)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -109,6 +110,15 @@ def build_suite_database(backend: str, url: str, workloads: Sequence[str] | None
         _run(plan_suite(backend, url, names, budget=share, duration=duration, interval=interval, seed=seed, sim=sim,
                         strategy=SHARED), url, workers, backend)
     return url
+
+
+def cached_suite_database(cache_dir: Path, backend: str, *, budget: int, duration: float, screen: bool = False,
+                          strategy: str = "sobol", share: int = 0, seed: int = 0, workers: int = 2) -> str:
+    """The suite database of these settings in *cache_dir*, under the name they give it
+    (:func:`suite_database_name`), built or completed first; returns its URL."""
+    name = suite_database_name(backend, budget, duration, screen, strategy, share, seed)
+    return build_suite_database(backend, f"sqlite:///{cache_dir / name}", budget=budget, duration=duration,
+                                workers=workers, seed=seed, screen=screen, strategy=strategy, share=share)
 
 
 def suite_table(url: str, backend: str, catalog: Catalog | None = None) -> pd.DataFrame:

@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, Protocol
@@ -52,6 +53,9 @@ log = logging.getLogger("ptmt.tune")
 ADVICE = "model advice"
 #: the trial that measures the phase's starting configuration again (see Tuner._check_start)
 START_CHECK = "the phase's starting configuration"
+#: readings of the running configuration a trial's moving reference is fitted on, at most (15
+#: minutes at the default interval; a line over longer says little of the next few intervals)
+HELD_READINGS = 90
 
 
 class Objective(Protocol):
@@ -205,8 +209,9 @@ class Tuner:
         self._start_checked = False
         #: the interval the last trial was decided in
         self._judged_at = 0
-        #: readings under the configuration running now, since it was applied (past its settling)
-        self._held: list[float] = []
+        #: readings under the configuration running now, since it was applied (past its settling;
+        #: the last HELD_READINGS: a daemon holds one configuration for days)
+        self._held: deque[float] = deque(maxlen=HELD_READINGS)
         #: knobs no longer managed this run (an administrator set them, or they vanished), with their value
         self.released: dict[str, Value] = {}
         #: called before the originals are restored (the service's last check for an administrator's writes)
@@ -236,7 +241,7 @@ class Tuner:
             return False
         self.config = {**config, **self.released}
         self.since_change = 0
-        self._held = []
+        self._held.clear()
         self.phase.config_changed(config_key(self.config))
         return True
 
@@ -405,7 +410,7 @@ class Tuner:
                 self._ask_again = None
                 if what == "keep":
                     self._level *= 1.0 + gain
-                    self._held = list(trial.readings)  # the kept configuration's readings so far
+                    self._held = deque(trial.readings, maxlen=HELD_READINGS)  # the kept configuration's so far
                     if trial.what == ADVICE:
                         self._ask_again, self._advice_kept = "kept", True
                     why = f"kept {trial.what}: {gain:+.1%} over {len(trial.readings)} intervals"
@@ -439,7 +444,7 @@ class Tuner:
             # a new phase starts with a transient (a moved hot set is promoted over minutes): its
             # baseline is a fresh warm-up under the best known configuration, not one reading
             self._warm, self._warm_left = [], self.s.guard.warmup_intervals
-            self._held = []
+            self._held.clear()
             return
         if g.watch(self.config, value):
             self._change(g.best, "revert", f"objective stayed more than {self.s.guard.revert_fraction:.0%} below "
@@ -674,23 +679,23 @@ class Tuner:
         gs, n = self.s.guard, len(self._held)
         if not gs.trend_trials or not gs.trend_horizon:
             return None
-        return warmup_trend(self._held, t_min=gs.trend_t, at=self.seq - (n - 1) / 2,
+        return warmup_trend(list(self._held), t_min=gs.trend_t, at=self.seq - (n - 1) / 2,
                             until=self.seq + gs.trend_horizon)
 
     def _explore_trial(self, new: dict[str, Value], what: str, knob: str | None, why: str) -> None:
         """Spend one move of the exploration budget on trying *new*, judged as the trial *what*."""
         self.guard.budget -= 1
-        trend, held = self._level_moving(), list(self._held)
-        if trend is not None:  # the line through the readings stands for their mean at their middle
-            self.guard.start_trial(new, self.seq, what, knob, reference=sum(held) / len(held), trend=trend)
-        else:
+        trend, n = self._level_moving(), len(self._held)
+        if trend is None:
             self.guard.start_trial(new, self.seq, what, knob)
+            self._change(new, "explore", f"{why}; exploration budget {self.guard.budget} left")
+            return
+        level = sum(self._held) / n  # the line stands for the readings' mean at their middle
+        self.guard.start_trial(new, self.seq, what, knob, reference=level, trend=trend)
         self._change(new, "explore", f"{why}; exploration budget {self.guard.budget} left")
-        if trend is not None:
-            self._event("measure", f"the best known configuration's level still moves "
-                        f"{trend.slope / (sum(held) / len(held)):+.1%} per interval ({abs(trend.t):.1f} standard "
-                        f"errors over its {len(held)} readings): {what} is judged against that line, projected "
-                        f"up to {self.s.guard.trend_horizon} intervals ahead")
+        self._event("measure", f"the best known configuration's level still moves {trend.slope / level:+.1%} per "
+                    f"interval ({abs(trend.t):.1f} standard errors over its {n} readings): {what} is judged "
+                    f"against that line, projected up to {self.s.guard.trend_horizon} intervals ahead")
 
     def _check_start(self) -> None:
         """Once the budget is spent, measure the phase's starting configuration again, as a trial
