@@ -277,7 +277,9 @@ def _tune_linux(cfg: Any, catalog: Any, *, root: Path | None, source: Any, durat
     d = {"platform": "linux", "backend": backend, "objective": source.describe(), "objective_unit": source.unit,
          "mean_objective": result.mean_objective, "start_config": dict(result.start_config),
          "final_config": dict(result.final_config), "changes": result.changes, "reverts": result.reverts,
-         "kept_gain": result.kept_gain, "intervals": len(result.intervals), "events": [e.as_dict() for e in result.events],
+         "kept_gain": result.kept_gain, "intervals": result.interval_count,
+         # the service keeps the latest events in memory (SERVICE_HISTORY); the database has them all
+         "events": [e.as_dict() for e in result.events], "events_total": result.event_count,
          "dry_run": cfg.dry_run, "advice": list(service.backend.advice), "released": dict(service.tuner.released)}
     if rec is not None:
         d["run_token"] = rec.token
@@ -286,7 +288,7 @@ def _tune_linux(cfg: Any, catalog: Any, *, root: Path | None, source: Any, durat
         return
     mean = "no reading" if result.mean_objective is None else f"{result.mean_objective:.4g} {source.unit}"
     what = "nothing written (dry run)" if cfg.dry_run else "original values restored"
-    out.print(f"{backend}: mean objective {mean} over {len(result.intervals)} interval(s); "
+    out.print(f"{backend}: mean objective {mean} over {result.interval_count} interval(s); "
               f"{result.changes} change(s), {result.reverts} revert(s); {what}", markup=False)
 
 

@@ -24,6 +24,7 @@ the loop ends (``keep=False``), whatever ended it.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -92,11 +93,15 @@ class TuneSettings:
     use_agent: bool = True
     #: without an agent, start each phase by trying every knob's far ends (see Tuner._try_far_end)
     coarse_search: bool = True
+    #: the most recent intervals, events and decision times kept in memory (None: the whole run). A
+    #: service runs for weeks: it keeps a window and the recorder (the database) keeps everything;
+    #: the run's counts and mean are tallied as it goes (RunTally), so they cover the whole run.
+    history: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {"interval": self.interval, "duration": self.duration, "guard": self.guard.as_dict(),
                 "phase": asdict(self.phase), "use_model": self.use_model, "use_agent": self.use_agent,
-                "coarse_search": self.coarse_search}
+                "coarse_search": self.coarse_search, "history": self.history}
 
 
 @dataclass
@@ -121,26 +126,94 @@ class Event:
 
 
 @dataclass
+class RunTally:
+    """A run's counts, kept up as it goes: with a bounded history (TuneSettings.history) the
+    intervals and events in memory are only the latest, and these still cover the whole run."""
+
+    intervals: int = 0
+    events: int = 0
+    readings: int = 0
+    objective_sum: float = 0.0
+    changes: int = 0
+    reverts: int = 0
+    errors: int = 0
+    #: the kept gains of the phase the run is in, compounded (TuneResult.kept_gain)
+    kept_factor: float = 1.0
+    _revert_n: int | None = None
+
+    def interval(self, objective: float | None) -> None:
+        self.intervals += 1
+        if objective is not None:
+            self.readings += 1
+            self.objective_sum += objective
+
+    def event(self, e: Event) -> None:
+        self.events += 1
+        if e.kind in ("model", "explore", "revert") and e.knob is not None:
+            self.changes += 1
+        if e.kind == "revert" and e.n != self._revert_n:  # one revert moves several knobs under one number
+            self.reverts += 1
+            self._revert_n = e.n
+        if e.kind == "error":
+            self.errors += 1
+        if e.kind == "phase":
+            self.kept_factor = 1.0
+        elif e.kind == "keep":
+            self.kept_factor *= 1.0 + float(e.details.get("gain", 0.0))
+
+    @classmethod
+    def of(cls, intervals: Sequence[Mapping[str, Any]], events: Sequence[Event]) -> RunTally:
+        tally = cls()
+        for r in intervals:
+            tally.interval(r["objective"])
+        for e in events:
+            tally.event(e)
+        return tally
+
+
+@dataclass
 class TuneResult:
+    """A finished run: its intervals and events (the latest only, with a bounded history) and its
+    tally (the whole run; counted from the two lists when not given)."""
+
     intervals: list[dict[str, Any]]
     events: list[Event]
     start_config: dict[str, Value]
     final_config: dict[str, Value]
     objective_unit: str
     decision_ms: list[float]
+    tally: RunTally | None = None
+
+    def __post_init__(self) -> None:
+        if self.tally is None:
+            self.tally = RunTally.of(self.intervals, self.events)
+
+    @property
+    def _t(self) -> RunTally:
+        assert self.tally is not None
+        return self.tally
+
+    @property
+    def interval_count(self) -> int:
+        """Intervals in the whole run (``intervals`` holds the latest with a bounded history)."""
+        return self._t.intervals
+
+    @property
+    def event_count(self) -> int:
+        """Events in the whole run (``events`` holds the latest with a bounded history)."""
+        return self._t.events
 
     @property
     def mean_objective(self) -> float | None:
-        vals = [r["objective"] for r in self.intervals if r["objective"] is not None]
-        return sum(vals) / len(vals) if vals else None
+        return self._t.objective_sum / self._t.readings if self._t.readings else None
 
     @property
     def changes(self) -> int:
-        return sum(1 for e in self.events if e.kind in ("model", "explore", "revert") and e.knob is not None)
+        return self._t.changes
 
     @property
     def reverts(self) -> int:
-        return len({e.n for e in self.events if e.kind == "revert"})
+        return self._t.reverts
 
     @property
     def kept_gain(self) -> float:
@@ -148,13 +221,7 @@ class TuneResult:
         Each was measured against the level just before its change, which a reverted trial's
         lingering damage or the workload's own drift can lower, so the sum of the claims may
         exceed the run's gain over the defaults (docs/results-history.md, "What the verdicts claim")."""
-        gain = 1.0
-        for e in self.events:
-            if e.kind == "phase":
-                gain = 1.0
-            elif e.kind == "keep":
-                gain *= 1.0 + float(e.details.get("gain", 0.0))
-        return gain - 1.0
+        return self._t.kept_factor - 1.0
 
 
 class Tuner:
@@ -172,9 +239,11 @@ class Tuner:
         self.activate = activate
         self.guard = Guard(self.s.guard)
         self.phase = PhaseDetector(self.s.phase)
-        self.events: list[Event] = []
-        self.intervals: list[dict[str, Any]] = []
-        self.decision_ms: list[float] = []
+        #: the latest intervals, events and decision times (all of them unless settings.history)
+        self.events: deque[Event] = deque(maxlen=self.s.history)
+        self.intervals: deque[dict[str, Any]] = deque(maxlen=self.s.history)
+        self.decision_ms: deque[float] = deque(maxlen=self.s.history)
+        self.tally = RunTally()
         self._n = 0
         self.seq = 0
         self.phase_no = 0
@@ -214,6 +283,8 @@ class Tuner:
         self._held: deque[float] = deque(maxlen=HELD_READINGS)
         #: knobs no longer managed this run (an administrator set them, or they vanished), with their value
         self.released: dict[str, Value] = {}
+        #: why each released knob was let go (its event's line: kept when the event leaves the history)
+        self.released_why: dict[str, str] = {}
         #: called before the originals are restored (the service's last check for an administrator's writes)
         self.before_restore: list[Callable[[], None]] = []
 
@@ -280,7 +351,8 @@ class Tuner:
         if name in self.guard.best:
             self.guard.best[name] = kept  # type: ignore[assignment]
         reason += self._forget_original(self.backend.catalog.knobs[name])
-        self._event(kind, reason, name, old, "(gone)" if value is None else value)
+        ev = self._event(kind, reason, name, old, "(gone)" if value is None else value)
+        self.released_why[name] = ev.line()
 
     def release_activation(self, name: str, expected: Value, live: Value, reason: str) -> None:
         """An administrator changed one of the backend's activation settings (``numa_balancing``, say)
@@ -305,6 +377,7 @@ class Tuner:
         ev = Event(self._n, self.seq, self._t(), kind, reason, knob, None if old is None else str(old),
                    None if new is None else str(new), details)
         self.events.append(ev)
+        self.tally.event(ev)
         self.recorder.event(ev.as_dict())
         (log.warning if kind == "error" else log.info)("%s", ev.line())
         return ev
@@ -352,8 +425,8 @@ class Tuner:
             final = dict(self.config)
             if not keep:
                 self.restore()
-        return TuneResult(self.intervals, self.events, self.start_config, final,
-                          getattr(self.objective, "unit", ""), self.decision_ms)
+        return TuneResult(list(self.intervals), list(self.events), self.start_config, final,
+                          getattr(self.objective, "unit", ""), list(self.decision_ms), self.tally)
 
     def restore(self) -> None:
         from ptmt.offline.trial import _restore_all
@@ -377,6 +450,7 @@ class Tuner:
                "config": dict(self.config), "phase": self.phase_no, "fingerprint": fp_dict(fp),
                "counters": dict(sample.counters)}
         self.intervals.append(row)
+        self.tally.interval(value)
         self.recorder.interval(row)
         t0 = time.perf_counter()
         self._decide(sample, value, fp)
@@ -723,7 +797,8 @@ class Tuner:
         n = self.s.guard.evaluate_intervals
         if self.since_change < self.s.guard.settle_intervals + n or self.seq - self._judged_at < n:
             return
-        recent = [r["objective"] for r in self.intervals[-n:] if r["objective"] is not None]
+        last = itertools.islice(self.intervals, max(0, len(self.intervals) - n), None)
+        recent = [r["objective"] for r in last if r["objective"] is not None]
         if not recent:
             return
         self._start_checked = True

@@ -18,6 +18,7 @@ Around the tuner (``ptmt.online.tuner``) this adds what running for months needs
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
 import os
 import signal
@@ -42,6 +43,10 @@ log = logging.getLogger("ptmt.tune")
 
 #: longest sleep between two looks at the signal flags
 TICK_S = 0.25
+#: intervals, events and advice lines the service keeps in memory: an hour at the default 10 s
+#: interval. It runs for weeks; the database (``database:``) records every interval and event, the
+#: journal's log every change, and the counts in the state file cover the whole run (RunTally).
+SERVICE_HISTORY = 360
 
 
 class Stopped(KeyboardInterrupt):
@@ -108,9 +113,10 @@ class Service:
         self.host = ServiceHost(host, self.flags, self.notifier)
         self.source = source
         self.state_dir = Path(self.config.state_dir or default_state_dir("linux"))
-        self.backend = ManagedBackend(backend_for(self.catalog, host), dry_run=self.config.dry_run)
+        self.backend = ManagedBackend(backend_for(self.catalog, host), dry_run=self.config.dry_run,
+                                      history=SERVICE_HISTORY)
         settings = TuneSettings(interval=self.config.interval, duration=self.duration, guard=self.config.guard,
-                                phase=self.config.phase)
+                                phase=self.config.phase, history=SERVICE_HISTORY)
         self.tuner = Tuner(self.host, self.backend, self.journal, objective=SilentObjective(source), space=space,
                            agent=self.agent, query_model=self.query_model, settings=settings,
                            recorder=self.recorder, fast_nodes=fast_nodes(host))
@@ -259,16 +265,17 @@ class Service:
                 f"{self._changes()} change(s), {self._reverts()} revert(s); {self.config.describe()}")
 
     def _changes(self) -> int:
-        return sum(1 for e in self.tuner.events if e.kind in ("model", "explore", "revert") and e.knob is not None)
+        return self.tuner.tally.changes
 
     def _reverts(self) -> int:
-        return len({e.n for e in self.tuner.events if e.kind == "revert"})
+        return self.tuner.tally.reverts
 
     def _publish(self) -> None:
         t = self.tuner
-        for ev in t.events[self._seen_events:]:
+        new = t.tally.events - self._seen_events  # the history keeps the latest events only
+        for ev in itertools.islice(t.events, max(0, len(t.events) - new), None):
             self.metrics.event(ev.kind, ev.n)
-        self._seen_events = len(t.events)
+        self._seen_events = t.tally.events
         if t.intervals:
             last = t.intervals[-1]
             self.metrics.interval(last["objective"], last["baseline"], t.config, t.released)
@@ -277,16 +284,16 @@ class Service:
     def _write_state(self, running: bool) -> None:
         t = self.tuner
         last = t.intervals[-1] if t.intervals else {}
-        why = {e.knob: e.line() for e in t.events if e.kind in ("admin", "vanished", "leave_alone") and e.knob}
         doc = {"pid": os.getpid(), "running": running, "status": self.status, "backend": self.catalog.name,
                "dry_run": self.config.dry_run, "objective": self.source.describe(),
                "objective_unit": self.source.unit, "objective_value": last.get("objective"),
                "baseline": last.get("baseline"), "config": self.config.as_dict(),
-               "config_line": self.config.describe(), "intervals": len(t.intervals), "changes": self._changes(),
-               "reverts": self._reverts(), "errors": sum(1 for e in t.events if e.kind == "error"),
+               "config_line": self.config.describe(), "intervals": t.tally.intervals, "changes": self._changes(),
+               "reverts": self._reverts(), "errors": t.tally.errors,
                "knobs": {n: v for n, v in getattr(t, "config", {}).items() if n not in t.released},
-               "released": {n: why.get(n, "let go") for n in t.released},
-               "advice": self.backend.advice[-50:], "last_events": [e.line() for e in t.events[-10:]]}
+               "released": {n: t.released_why.get(n, "let go") for n in t.released},
+               "advice": list(self.backend.advice)[-50:],
+               "last_events": [e.line() for e in itertools.islice(t.events, max(0, len(t.events) - 10), None)]}
         try:
             write_state(self.state_dir, self.catalog.name, doc)
         except OSError as exc:

@@ -17,6 +17,7 @@ start, and an administrator who changes one afterwards keeps their value on exit
 from __future__ import annotations
 
 import logging
+from collections import deque
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -31,15 +32,15 @@ log = logging.getLogger("ptmt.tune")
 class ManagedBackend:
     """A backend as the service's tuner sees it (everything not overridden is the wrapped backend's)."""
 
-    def __init__(self, inner: Backend, *, dry_run: bool = False) -> None:
+    def __init__(self, inner: Backend, *, dry_run: bool = False, history: int | None = None) -> None:
         self.inner = inner
         self.dry_run = dry_run
         #: knob -> the value ptmt last wrote to it, or the value it found there (the admin check's reference)
         self.expected: dict[str, Value] = {}
         #: advice mode: the values the tuner believes it has set
         self.shadow: dict[str, Value] = {}
-        #: advice mode: every change that would have been made, as logged
-        self.advice: list[str] = []
+        #: advice mode: the changes that would have been made, as logged (the latest *history*)
+        self.advice: deque[str] = deque(maxlen=history)
         #: called before every write (the admin check), and knobs never to write (released ones)
         self.before_apply: Callable[[], None] = lambda: None
         self.hold: Callable[[], set[str]] = set

@@ -264,3 +264,52 @@ def test_an_admin_write_just_before_sigterm_is_not_restored_over(make_service, h
     assert after.pop("proc/sys/vm/watermark_scale_factor") == "150"
     before.pop("proc/sys/vm/watermark_scale_factor")
     assert after == before
+
+
+def test_a_long_running_service_keeps_a_window_in_memory_and_counts_the_whole_run(
+        make_service, host_tree, helpers, monkeypatch) -> None:
+    """A service runs for weeks: it keeps the latest SERVICE_HISTORY intervals, events and advice
+    lines, while its counts (state file, metrics, result) and the reason a knob was let go cover
+    the whole run, as the recorder, which receives every row, does."""
+    from collections import Counter
+
+    from ptmt.online.recording import ListRecorder
+    from ptmt.service import daemon
+
+    monkeypatch.setattr(daemon, "SERVICE_HISTORY", 4)
+    root = host_tree["root"]
+    admin = lambda: (root / helpers.RATE).write_text("4096\n")  # noqa: E731
+    rec = ListRecorder()
+    seen: dict[str, Counter[str]] = {}
+
+    def look() -> None:  # the metrics were published before this interval, the recorder has every event since
+        samples = service.metrics.registry.collect()
+        seen["metrics"] = Counter({s.labels["kind"]: int(s.value) for m in samples for s in m.samples
+                                   if s.name == "ptmt_decisions_total"})
+        seen["recorded"] = Counter(e["kind"] for e in rec.events)
+
+    service = make_service(helpers.Objective(root, {10: admin, 40: look}), duration=1.2)
+    service.tuner.recorder = rec
+    result = service.run()
+    assert len(rec.intervals) > 40 and len(rec.events) > 4
+    assert (len(service.tuner.intervals), len(service.tuner.events)) == (4, 4)
+    assert len(service.tuner.decision_ms) == 4
+    assert [r["seq"] for r in result.intervals] == [r["seq"] for r in rec.intervals[-4:]]
+    assert [e.seq for e in result.events] == [e["seq"] for e in rec.events[-4:]]
+    # the counts cover the whole run, not the window
+    assert result.interval_count == len(rec.intervals)
+    assert result.event_count == len(rec.events)
+    readings = [r["objective"] for r in rec.intervals if r["objective"] is not None]
+    assert result.mean_objective == pytest.approx(sum(readings) / len(readings))
+    changes = sum(1 for e in rec.events if e["kind"] in ("model", "explore", "revert") and e["knob"])
+    assert result.changes == changes and changes > 4
+    assert result.reverts == len({e["n"] for e in rec.events if e["kind"] == "revert"})
+    (state,) = read_states(host_tree["state"])
+    assert (state["intervals"], state["changes"], state["reverts"]) == (len(rec.intervals), changes, result.reverts)
+    assert len(state["last_events"]) == 4
+    # the admin's write left the window long ago; why the knob was let go did not
+    assert not any(e.kind == "admin" for e in service.tuner.events)
+    assert "changed from 256 to 4096 outside ptmt" in state["released"]["numa_balancing_promote_rate_limit_MBps"]
+    # every event reached the metrics exactly once
+    assert seen["metrics"] == seen["recorded"] and seen["metrics"]["admin"] == 1
+    assert sum(seen["metrics"].values()) > 4
