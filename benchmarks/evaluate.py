@@ -49,7 +49,8 @@ def _job(job: tuple[str, str, int]) -> dict[str, Any]:
     grid = _CTX["grids"][backend] if _CTX["prior"] is None else _CTX["prior"][job]
     setup = SimSetup(workload=workload, seed=seed)
     default = run_static(backend, setup, a.duration, a.interval)
-    out: dict[str, Any] = {"backend": backend, "workload": workload, "seed": seed, "methods": {}}
+    out: dict[str, Any] = {"backend": backend, "workload": workload, "seed": seed, "sweep_seed": a.sweep_seed,
+                           "methods": {}}
     series: dict[str, list[float]] = {"default": default}
     path = shipped_agent_path(backend)
     agent = load_agent(path) if path.is_file() else None

@@ -43,6 +43,9 @@ from ptmt.sim.specs import resolve
 METHODS = ("default", "hybrid", "rl_only", "db_only", "random", "tpe", "oracle", "phase_oracle", "late_oracle")
 #: the methods read from the static sweep rather than run as tuners (bounds, not baselines)
 ORACLES = ("oracle", "phase_oracle", "late_oracle")
+#: the methods that query the suite database: their results depend on its sweep seed (the sweep's
+#: luck), so an evaluation may average them over databases of several sweep seeds
+DB_METHODS = ("hybrid", "db_only")
 #: the configurations of the static sweep, best first, that the late oracle applies after the warm-up
 LATE_ORACLE_TOP = 5
 #: an oracle gain below this is treated as no headroom (with the per-interval noise test below)

@@ -25,7 +25,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from ptmt.evaluation.suite import METHODS, ORACLES, headroom_fraction
+from ptmt.evaluation.suite import DB_METHODS, METHODS, ORACLES, headroom_fraction
 from ptmt.report.stats import compare
 
 #: the methods a tuner is compared with (the oracles are bounds, not baselines)
@@ -54,17 +54,21 @@ def write_evaluation(path: Path, payload: Mapping[str, Any]) -> None:
 
 
 def read_runs(path: Path) -> list[dict[str, Any]]:
-    """The runs of an ``evaluate.py --json`` file (plain or ``.gz``)."""
+    """The runs of an ``evaluate.py --json`` file (plain or ``.gz``), each with the sweep seed of
+    the suite database it queried (files written before runs recorded it: the file's
+    ``--sweep-seed``, 0 when it had none)."""
     try:
         raw = path.read_bytes()
         if path.suffix == ".gz":
             raw = gzip.decompress(raw)
-        runs = json.loads(raw)["runs"]
-    except (OSError, EOFError, ValueError, KeyError, TypeError) as exc:
+        doc = json.loads(raw)
+        runs = doc["runs"]
+        fallback = int(doc.get("args", {}).get("sweep_seed", 0))
+    except (OSError, EOFError, ValueError, KeyError, TypeError, AttributeError) as exc:
         raise EvaluationFileError(f"{path}: not an evaluate.py --json file ({exc})") from exc
     if not isinstance(runs, list) or not all(isinstance(r, dict) for r in runs):
         raise EvaluationFileError(f"{path}: not an evaluate.py --json file ('runs' is not a list of runs)")
-    return runs
+    return [{**r, "sweep_seed": int(r.get("sweep_seed", fallback))} for r in runs]
 
 
 #: what a run records beside a method's own result, taken with the method when a later file replaces it
@@ -80,25 +84,39 @@ def merge_runs(files: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
     file adds the methods an earlier one did not run, so a re-measured method can be put beside
     the baselines and oracle measured before. It must be the same run: its default objective must
     be the same in both files (the same seed on the same simulator), and a method measured in
-    both is taken from the later file only when *replace* names it; otherwise ``MergeError``."""
+    both is taken from the later file only when *replace* names it; otherwise ``MergeError``.
+
+    The methods that query the suite database (``DB_METHODS``) are kept per sweep seed of that
+    database: files of other sweep seeds add measurements, and a run's result is their mean
+    (``sweep_seeds`` and ``per_sweep`` say of which), so one sweep's luck weighs less."""
     merged: dict[tuple[str, str, int], dict[str, Any]] = {}
     origin: dict[tuple[str, str, int], str] = {}
+    sweeps: dict[tuple[str, str, int], dict[str, dict[int, Mapping[str, Any]]]] = {}
     for name, runs in files:
         for run in runs:
             key = (run["backend"], run["workload"], int(run["seed"]))
+            sweep = int(run.get("sweep_seed", 0))
+            what = f"{key[0]} {key[1]} seed {key[2]} ({origin.get(key, name)} and {name})"
+            for method in DB_METHODS:
+                if method in run["methods"]:
+                    by = sweeps.setdefault(key, {}).setdefault(method, {})
+                    if sweep in by and method not in replace:
+                        raise MergeError(f"{what}: both measured {method}"
+                                         + (f" on sweep seed {sweep}" if sweep else "")
+                                         + f"; pass --replace {method} to take the later file's")
+                    by[sweep] = run["methods"][method]
             if key not in merged:
                 merged[key] = {**run, "methods": dict(run["methods"])}
                 origin[key] = name
                 continue
             have = merged[key]["methods"]
-            what = f"{key[0]} {key[1]} seed {key[2]} ({origin[key]} and {name})"
             d_old = have.get("default", {}).get("mean")
             d_new = run["methods"].get("default", {}).get("mean")
             if d_old is None or d_new is None or not np.isclose(d_old, d_new, rtol=1e-9):
                 raise MergeError(f"{what}: not the same run, the default objective differs "
                                  f"({d_old} vs {d_new}): another seed, duration or simulator")
             for method, result in run["methods"].items():
-                if method == "default":
+                if method == "default" or method in DB_METHODS:
                     continue
                 if method in have and method not in replace:
                     raise MergeError(f"{what}: both measured {method}; pass --replace {method} to take "
@@ -112,7 +130,30 @@ def merge_runs(files: Sequence[tuple[str, Sequence[Mapping[str, Any]]]],
                     merged[key][k] = {**merged[key].get(k, {}), **v}
                 else:
                     merged[key].setdefault(k, v)
+    for key, run in merged.items():
+        for method, by in sweeps.get(key, {}).items():
+            run["methods"][method] = _over_sweeps(by)
+        run.pop("sweep_seed", None)  # a merged run may stand for several
     return list(merged.values())
+
+
+def _over_sweeps(by_sweep: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
+    """One method's result on one run, averaged over the suite databases of several sweep seeds
+    (the result itself when there is one)."""
+    seeds = sorted(by_sweep)
+    if len(seeds) == 1:
+        return {**by_sweep[seeds[0]], "sweep_seeds": seeds}
+    rs = [by_sweep[s] for s in seeds]
+    t90 = [r["intervals_to_90"] for r in rs if r.get("intervals_to_90") is not None]
+    out: dict[str, Any] = {
+        "improvement": float(np.mean([r["improvement"] for r in rs])), "mean": float(np.mean([r["mean"] for r in rs])),
+        "intervals_to_90": float(np.median(t90)) if t90 else None, "sweep_seeds": seeds,
+        "per_sweep": {str(s): float(by_sweep[s]["improvement"]) for s in seeds}}
+    if all("series" in r for r in rs) and len({len(r["series"]) for r in rs}) == 1:
+        out["series"] = [float(v) for v in np.mean([r["series"] for r in rs], axis=0)]
+    if all(r.get("kept_gain") is not None for r in rs):
+        out["kept_gain"] = float(np.mean([r["kept_gain"] for r in rs]))
+    return out
 
 
 class Verdict(NamedTuple):
@@ -297,4 +338,39 @@ def render_files(paths: Sequence[Path], replace: Sequence[str] = ()) -> str:
     runs = merge_runs([(p.name, read_runs(p)) for p in paths], replace)
     methods = [m for m in METHODS if any(m in r["methods"] for r in runs)]
     rows = aggregate(runs, methods)
-    return table_markdown(rows, methods) + "\n" + summary_markdown(rows, methods)
+    return table_markdown(rows, methods) + "\n" + summary_markdown(rows, methods) + sweep_markdown(runs)
+
+
+def sweep_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
+    """When the database's methods were measured on suite databases of several sweep seeds: per
+    backend and method, the mean improvement on each sweep seed's database (over its workloads,
+    each the mean over the seeds run on it) beside the mean the tables above show. Empty otherwise."""
+    def per_sweep(r: Mapping[str, Any]) -> dict[int, float]:
+        res = r["methods"][m]
+        if "per_sweep" in res:
+            return {int(k): float(v) for k, v in res["per_sweep"].items()}
+        return {int(s): float(res["improvement"]) for s in res.get("sweep_seeds", [0])}
+
+    seeds = sorted({s for r in runs for m in DB_METHODS if m in r["methods"]
+                    for s in r["methods"][m].get("sweep_seeds", [0])})
+    if len(seeds) < 2:
+        return ""
+    lines = ["", "| backend | method | " + " | ".join(f"sweep seed {s}" for s in seeds) + " | mean |",
+             "|---|---|" + "---|" * (len(seeds) + 1)]
+    for b in sorted({r["backend"] for r in runs}):
+        for m in DB_METHODS:
+            mine = [r for r in runs if r["backend"] == b and m in r["methods"]]
+            if not mine:
+                continue
+            cells = []
+            for s in [*seeds, None]:
+                by_workload: dict[str, list[float]] = {}
+                for r in mine:
+                    got = per_sweep(r)
+                    if s is None or s in got:
+                        by_workload.setdefault(r["workload"], []).append(
+                            float(r["methods"][m]["improvement"]) if s is None else got[s])
+                cells.append("-" if not by_workload else
+                             f"{np.mean([np.mean(v) for v in by_workload.values()]):+.2%}")
+            lines.append(f"| {b} | {m} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -140,6 +140,40 @@ def test_merged_runs_add_methods_and_replace_only_what_is_named() -> None:
         merge_runs([("a.json", first), ("e.json", [oracle])], replace=["hybrid"])
 
 
+def test_the_databases_methods_are_averaged_over_sweep_seeds_and_the_others_are_not() -> None:
+    """hybrid and db_only query the suite database: a file of another sweep seed adds a measurement
+    of them to the same run (the run's result is their mean), where a second measurement of any
+    other method, or of the same sweep seed, still needs --replace."""
+    from ptmt.evaluation.summary import MergeError, merge_runs
+
+    def sweep(seed: int, s: int, **methods: float) -> dict:
+        return {**_run("tpp", "gups", seed, 100.0, **methods), "sweep_seed": s}
+
+    first = [sweep(0, 0, hybrid=0.04, db_only=0.02, oracle=0.10), sweep(1, 0, hybrid=0.06, db_only=0.03)]
+    second = [sweep(0, 1, hybrid=0.02, db_only=0.05), sweep(1, 1, hybrid=0.01)]
+    third = [sweep(0, 2, hybrid=0.03)]
+    runs = {r["seed"]: r for r in merge_runs([("a", first), ("b", second), ("c", third)])}
+    h0 = runs[0]["methods"]["hybrid"]
+    assert h0["improvement"] == pytest.approx(0.03) and h0["mean"] == pytest.approx(103.0)
+    assert h0["sweep_seeds"] == [0, 1, 2] and h0["per_sweep"] == {"0": 0.04, "1": 0.02, "2": 0.03}
+    assert runs[0]["methods"]["db_only"]["improvement"] == pytest.approx(0.035)
+    assert runs[1]["methods"]["hybrid"]["improvement"] == pytest.approx(0.035)
+    assert runs[1]["methods"]["db_only"] == {**first[1]["methods"]["db_only"], "sweep_seeds": [0]}
+    assert runs[0]["methods"]["oracle"]["improvement"] == 0.10
+    rows = {r["method"]: r for r in aggregate(list(runs.values()), ["hybrid", "db_only", "oracle"])}
+    assert rows["hybrid"]["improvement"] == pytest.approx((0.03 + 0.035) / 2)
+    assert rows["hybrid"]["headroom_fraction"] == pytest.approx(0.3)  # seed 0 ran the oracle: 0.03 of 0.10
+    # the same sweep seed twice, or another method twice, is a re-measurement
+    with pytest.raises(MergeError, match=r"^tpp gups seed 0 \(a and d\): both measured hybrid on sweep seed 1; "
+                                         r"pass --replace hybrid"):
+        merge_runs([("a", second), ("d", [sweep(0, 1, hybrid=0.09)])])
+    with pytest.raises(MergeError, match="both measured oracle; pass --replace oracle"):
+        merge_runs([("a", first), ("d", [sweep(0, 1, oracle=0.2)])])
+    redone = {r["seed"]: r for r in merge_runs([("a", first), ("b", second), ("d", [sweep(0, 1, hybrid=0.08)])],
+                                                replace=["hybrid"])}
+    assert redone[0]["methods"]["hybrid"]["per_sweep"] == {"0": 0.04, "1": 0.08}
+
+
 def test_a_run_of_another_simulator_or_seed_is_not_merged() -> None:
     from ptmt.evaluation.summary import MergeError, merge_runs
 
@@ -176,10 +210,13 @@ def test_the_share_of_the_late_oracle_is_reported_beside_the_headroom() -> None:
 def test_an_evaluation_file_reads_back_what_was_written(tmp_path, name) -> None:
     from ptmt.evaluation.summary import read_runs, write_evaluation
 
-    runs = [_run("upm", "gups", 0, 100.0, hybrid=0.1), _run("upm", "gups", 1, 99.0, hybrid=0.2)]
+    runs = [{**_run("upm", "gups", 0, 100.0, hybrid=0.1), "sweep_seed": 2}, _run("upm", "gups", 1, 99.0, hybrid=0.2)]
     path = tmp_path / name
     write_evaluation(path, {"args": {}, "rows": [], "runs": runs})
-    assert read_runs(path) == runs
+    assert read_runs(path) == [runs[0], {**runs[1], "sweep_seed": 0}]
+    # a file written before runs recorded their sweep seed: the file's --sweep-seed
+    write_evaluation(tmp_path / "older.json", {"args": {"sweep_seed": "1"}, "rows": [], "runs": runs[1:]})
+    assert read_runs(tmp_path / "older.json") == [{**runs[1], "sweep_seed": 1}]
     again = tmp_path / ("again-" + name)
     write_evaluation(again, {"args": {}, "rows": [], "runs": runs})
     assert again.read_bytes() == path.read_bytes()  # the same runs, the same bytes (a kept file diffs clean)
