@@ -34,9 +34,10 @@ back the best known configuration when a change does not pay:
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any, NamedTuple
 
@@ -82,6 +83,12 @@ class GuardSettings:
     #: a change must also beat the noise: its gain must exceed this many standard errors of the
     #: difference, estimated from the trial's own readings (0 = the plain accept_margin)
     noise_z: float = 1.0
+    #: estimate that noise from the best known configuration's readings as well (``held_noise``:
+    #: their successive differences, pooled with the trial's): four readings of a trial say little
+    #: of a workload that swings 5% from one interval to the next (autonuma npb-cg kept
+    #: scan_period_max 30 s -> 60 s at +1.4% on its own four readings' noise, and the run ended
+    #: +1.6% where the advice held alone made +4.4%; false = the trial's readings only)
+    held_noise: bool = True
     #: trial moves left for the phase once the database's advice has been measured and kept: good
     #: advice is exploited, not explored away (the coarse pass is skipped too); 0 = stop exploring
     confirmed_budget: int = 4
@@ -222,12 +229,14 @@ class Trial:
     """A change being judged."""
 
     def __init__(self, config: Mapping[str, Value], reference: float, started: int, what: str,
-                 trend: Trend | None = None) -> None:
+                 trend: Trend | None = None, noise: Sequence[float] = ()) -> None:
         self.config = dict(config)
         self.reference = reference
         self.started = started
         self.what = what
         self.trend = trend
+        #: the best known configuration's readings before the trial (its noise: GuardSettings.held_noise)
+        self.noise = list(noise)
         self.readings: list[float] = []
         #: the reference each reading is compared with (the flat reference, or the trend's line)
         self.references: list[float] = []
@@ -278,10 +287,12 @@ class Guard:
         self.best_level = value if self.best_level is None else 0.7 * self.best_level + 0.3 * value
 
     def start_trial(self, config: Mapping[str, Value], interval: int, what: str, knob: str | None = None,
-                    reference: float | None = None, trend: Trend | None = None) -> None:
-        """Judge *config* against *reference* (default: the best known level), moving along *trend*."""
+                    reference: float | None = None, trend: Trend | None = None,
+                    noise: Sequence[float] = ()) -> None:
+        """Judge *config* against *reference* (default: the best known level), moving along *trend*;
+        *noise*: the best known configuration's recent readings (``held_noise``)."""
         ref = reference if reference is not None else self.best_level
-        self.trial = Trial(config, ref or 0.0, interval, what, trend)
+        self.trial = Trial(config, ref or 0.0, interval, what, trend, noise)
         if knob is not None:
             self.moves_per_knob[knob] = self.moves_per_knob.get(knob, 0) + 1
 
@@ -310,7 +321,7 @@ class Guard:
         mean = sum(t.readings) / len(t.readings)
         ref = sum(t.references) / len(t.references)
         gain = mean / ref - 1.0 if ref > 0 else 0.0
-        needed = self.margin(t.readings)
+        needed = self.margin(t.readings, t.noise)
         self.last_needed, self.last_aborted = needed, False
         # a loss against a warm-up's projected line is not waited out: past the line's horizon the
         # projection, not the change, decides the comparison
@@ -334,11 +345,19 @@ class Guard:
         """The loss below which the last aborted trial was aborted."""
         return self.s.settle_abort_fraction if self.last_abort_settling else self.s.abort_fraction
 
-    def margin(self, readings: list[float]) -> float:
-        """The gain a trial needs: ``accept_margin``, or more when its readings are noisy."""
+    def margin(self, readings: list[float], held: Sequence[float] = ()) -> float:
+        """The gain a trial needs: ``accept_margin``, or more when its readings are noisy. With
+        ``held_noise`` and 4 or more *held* readings (the best known configuration's), the noise is
+        estimated from the successive differences of both series (a moving level does not inflate
+        them as it inflates a standard deviation)."""
         n = len(readings)
         if n < 2 or self.s.noise_z <= 0:
             return self.s.accept_margin
+        if self.s.held_noise and len(held) >= 4:
+            steps = [b - a for series in (readings, held) for a, b in itertools.pairwise(series)]
+            level = sum(held) / len(held)
+            sd = (sum(d * d for d in steps) / (2 * len(steps))) ** 0.5 / level if level > 0 else 0.0
+            return max(self.s.accept_margin, self.s.noise_z * sd * (2.0 / n) ** 0.5)
         mean = sum(readings) / n
         sd = (sum((r - mean) ** 2 for r in readings) / (n - 1)) ** 0.5 / mean if mean > 0 else 0.0
         return max(self.s.accept_margin, self.s.noise_z * sd * (2.0 / n) ** 0.5)

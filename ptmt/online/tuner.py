@@ -761,11 +761,11 @@ class Tuner:
         self.guard.budget -= 1
         trend, n = self._level_moving(), len(self._held)
         if trend is None:
-            self.guard.start_trial(new, self.seq, what, knob)
+            self.guard.start_trial(new, self.seq, what, knob, noise=self._held)
             self._change(new, "explore", f"{why}; exploration budget {self.guard.budget} left")
             return
         level = sum(self._held) / n  # the line stands for the readings' mean at their middle
-        self.guard.start_trial(new, self.seq, what, knob, reference=level, trend=trend)
+        self.guard.start_trial(new, self.seq, what, knob, reference=level, trend=trend, noise=self._held)
         self._change(new, "explore", f"{why}; exploration budget {self.guard.budget} left")
         self._event("measure", f"the best known configuration's level still moves {trend.slope / level:+.1%} per "
                     f"interval ({abs(trend.t):.1f} standard errors over its {n} readings): {what} is judged "

@@ -849,6 +849,30 @@ def test_guard_aborts_a_collapse_at_once_and_asks_more_of_a_noisy_gain() -> None
     assert g.last_needed == pytest.approx(0.01)
 
 
+def test_the_noise_a_trial_must_beat_is_measured_on_the_best_configurations_readings_too() -> None:
+    """Four steady readings say nothing of a workload that swings 5% from one interval to the next
+    (autonuma npb-cg): with ``held_noise`` the best known configuration's readings before the trial
+    tell, and a +2.5% trial is within that noise. A level that climbs steadily is not noise: its
+    successive differences are small, and the same trial is kept against it."""
+    def judged(held: list[float], held_noise: bool) -> tuple[tuple[str, float] | None, float]:
+        g = Guard(GuardSettings(settle_intervals=0, evaluate_intervals=4, accept_margin=0.01, noise_z=1.0,
+                                extend_inconclusive=0, held_noise=held_noise))
+        g.new_phase({"k": 1})
+        g.best_level = 100.0
+        g.start_trial({"k": 2}, 0, "k up", "k", noise=held)
+        verdicts = [g.judge(i, 102.5) for i in range(1, 5)]
+        return verdicts[-1], g.last_needed
+
+    swinging = [100.0, 106.0, 95.0, 104.0, 96.0, 105.0, 97.0]
+    verdict, needed = judged(swinging, True)
+    assert verdict == ("reject", pytest.approx(0.025)) and needed == pytest.approx(0.0351, abs=1e-4)
+    assert judged(swinging, False) == (("keep", pytest.approx(0.025)), pytest.approx(0.01))  # its own 4: no noise
+    assert judged(swinging[:3], True)[0][0] == "keep"  # too few readings to tell: the trial's own
+    climbing = [100.0 + i for i in range(7)]
+    verdict, needed = judged(climbing, True)
+    assert verdict[0] == "keep" and needed == pytest.approx(0.01)
+
+
 def test_guard_aborts_a_collapse_while_the_change_settles_and_waits_out_a_smaller_dip() -> None:
     """A settling reading is not judged (migrations in flight), except a collapse past
     ``settle_abort_fraction``: UPM applies a placement at once, and a move that costs 30% would
