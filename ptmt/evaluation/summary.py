@@ -141,14 +141,14 @@ def _over_sweeps(by_sweep: Mapping[int, Mapping[str, Any]]) -> dict[str, Any]:
     """One method's result on one run, averaged over the suite databases of several sweep seeds
     (the result itself when there is one)."""
     seeds = sorted(by_sweep)
+    per_sweep = {str(s): float(by_sweep[s]["improvement"]) for s in seeds}
     if len(seeds) == 1:
-        return {**by_sweep[seeds[0]], "sweep_seeds": seeds}
+        return {**by_sweep[seeds[0]], "sweep_seeds": seeds, "per_sweep": per_sweep}
     rs = [by_sweep[s] for s in seeds]
     t90 = [r["intervals_to_90"] for r in rs if r.get("intervals_to_90") is not None]
     out: dict[str, Any] = {
         "improvement": float(np.mean([r["improvement"] for r in rs])), "mean": float(np.mean([r["mean"] for r in rs])),
-        "intervals_to_90": float(np.median(t90)) if t90 else None, "sweep_seeds": seeds,
-        "per_sweep": {str(s): float(by_sweep[s]["improvement"]) for s in seeds}}
+        "intervals_to_90": float(np.median(t90)) if t90 else None, "sweep_seeds": seeds, "per_sweep": per_sweep}
     if all("series" in r for r in rs) and len({len(r["series"]) for r in rs}) == 1:
         out["series"] = [float(v) for v in np.mean([r["series"] for r in rs], axis=0)]
     if all(r.get("kept_gain") is not None for r in rs):
@@ -344,15 +344,10 @@ def render_files(paths: Sequence[Path], replace: Sequence[str] = ()) -> str:
 def sweep_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
     """When the database's methods were measured on suite databases of several sweep seeds: per
     backend and method, the mean improvement on each sweep seed's database (over its workloads,
-    each the mean over the seeds run on it) beside the mean the tables above show. Empty otherwise."""
-    def per_sweep(r: Mapping[str, Any]) -> dict[int, float]:
-        res = r["methods"][m]
-        if "per_sweep" in res:
-            return {int(k): float(v) for k, v in res["per_sweep"].items()}
-        return {int(s): float(res["improvement"]) for s in res.get("sweep_seeds", [0])}
-
-    seeds = sorted({s for r in runs for m in DB_METHODS if m in r["methods"]
-                    for s in r["methods"][m].get("sweep_seeds", [0])})
+    each the mean over the seeds run on it) beside the mean the tables above show (*runs* as
+    :func:`merge_runs` returns them). Empty otherwise."""
+    seeds = sorted({int(s) for r in runs for m in DB_METHODS if m in r["methods"]
+                    for s in r["methods"][m].get("per_sweep", {})})
     if len(seeds) < 2:
         return ""
     lines = ["", "| backend | method | " + " | ".join(f"sweep seed {s}" for s in seeds) + " | mean |",
@@ -366,10 +361,10 @@ def sweep_markdown(runs: Sequence[Mapping[str, Any]]) -> str:
             for s in [*seeds, None]:
                 by_workload: dict[str, list[float]] = {}
                 for r in mine:
-                    got = per_sweep(r)
-                    if s is None or s in got:
+                    res = r["methods"][m]
+                    if s is None or str(s) in res["per_sweep"]:
                         by_workload.setdefault(r["workload"], []).append(
-                            float(r["methods"][m]["improvement"]) if s is None else got[s])
+                            float(res["improvement"] if s is None else res["per_sweep"][str(s)]))
                 cells.append("-" if not by_workload else
                              f"{np.mean([np.mean(v) for v in by_workload.values()]):+.2%}")
             lines.append(f"| {b} | {m} | " + " | ".join(cells) + " |")

@@ -356,10 +356,11 @@ class Guard:
         if self.s.held_noise and len(held) >= 4:
             steps = [b - a for series in (readings, held) for a, b in itertools.pairwise(series)]
             level = sum(held) / len(held)
-            sd = (sum(d * d for d in steps) / (2 * len(steps))) ** 0.5 / level if level > 0 else 0.0
-            return max(self.s.accept_margin, self.s.noise_z * sd * (2.0 / n) ** 0.5)
-        mean = sum(readings) / n
-        sd = (sum((r - mean) ** 2 for r in readings) / (n - 1)) ** 0.5 / mean if mean > 0 else 0.0
+            spread = (sum(d * d for d in steps) / (2 * len(steps))) ** 0.5
+        else:
+            level = sum(readings) / n
+            spread = (sum((r - level) ** 2 for r in readings) / (n - 1)) ** 0.5
+        sd = spread / level if level > 0 else 0.0
         return max(self.s.accept_margin, self.s.noise_z * sd * (2.0 / n) ** 0.5)
 
     def watch(self, config: Mapping[str, Value], value: float | None) -> bool:

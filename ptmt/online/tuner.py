@@ -760,16 +760,13 @@ class Tuner:
         """Spend one move of the exploration budget on trying *new*, judged as the trial *what*."""
         self.guard.budget -= 1
         trend, n = self._level_moving(), len(self._held)
-        if trend is None:
-            self.guard.start_trial(new, self.seq, what, knob, noise=self._held)
-            self._change(new, "explore", f"{why}; exploration budget {self.guard.budget} left")
-            return
-        level = sum(self._held) / n  # the line stands for the readings' mean at their middle
+        level = sum(self._held) / n if trend is not None else None  # the line's level at the readings' middle
         self.guard.start_trial(new, self.seq, what, knob, reference=level, trend=trend, noise=self._held)
         self._change(new, "explore", f"{why}; exploration budget {self.guard.budget} left")
-        self._event("measure", f"the best known configuration's level still moves {trend.slope / level:+.1%} per "
-                    f"interval ({abs(trend.t):.1f} standard errors over its {n} readings): {what} is judged "
-                    f"against that line, projected up to {self.s.guard.trend_horizon} intervals ahead")
+        if trend is not None and level:
+            self._event("measure", f"the best known configuration's level still moves {trend.slope / level:+.1%} "
+                        f"per interval ({abs(trend.t):.1f} standard errors over its {n} readings): {what} is "
+                        f"judged against that line, projected up to {self.s.guard.trend_horizon} intervals ahead")
 
     def _check_start(self) -> None:
         """Once the budget is spent, measure the phase's starting configuration again, as a trial

@@ -262,13 +262,7 @@ class Service:
         managed = len([n for n in t.space.names if n not in t.released])
         mode = "advice only, " if self.config.dry_run else ""
         return (f"{mode}{self.catalog.name}: objective {self.source.describe()} {reading}; {managed} knob(s) managed, "
-                f"{self._changes()} change(s), {self._reverts()} revert(s); {self.config.describe()}")
-
-    def _changes(self) -> int:
-        return self.tuner.tally.changes
-
-    def _reverts(self) -> int:
-        return self.tuner.tally.reverts
+                f"{t.tally.changes} change(s), {t.tally.reverts} revert(s); {self.config.describe()}")
 
     def _publish(self) -> None:
         t = self.tuner
@@ -288,8 +282,8 @@ class Service:
                "dry_run": self.config.dry_run, "objective": self.source.describe(),
                "objective_unit": self.source.unit, "objective_value": last.get("objective"),
                "baseline": last.get("baseline"), "config": self.config.as_dict(),
-               "config_line": self.config.describe(), "intervals": t.tally.intervals, "changes": self._changes(),
-               "reverts": self._reverts(), "errors": t.tally.errors,
+               "config_line": self.config.describe(), "intervals": t.tally.intervals, "changes": t.tally.changes,
+               "reverts": t.tally.reverts, "errors": t.tally.errors,
                "knobs": {n: v for n, v in getattr(t, "config", {}).items() if n not in t.released},
                "released": {n: t.released_why.get(n, "let go") for n in t.released},
                "advice": list(self.backend.advice)[-50:],
